@@ -1,0 +1,160 @@
+package ptrace
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func ptrace(req int, tid int, addr, data uintptr) error {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+}
+
+// Seize attaches to tid without stopping it (PTRACE_SEIZE with options).
+// Precondition: called on the tracer thread.
+func Seize(tid int, options int) error {
+	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
+		return &Error{Op: "PTRACE_SEIZE", TID: tid, Err: err}
+	}
+	return nil
+}
+
+// GetRegSet reads one register set (NT_PRSTATUS, NT_X86_XSTATE, ...) into buf
+// and returns the part the kernel filled.
+// Precondition: called on the tracer thread.
+func GetRegSet(tid int, nt int, buf []byte) ([]byte, error) {
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(unix.PTRACE_GETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov))); err != nil {
+		return nil, &Error{Op: fmt.Sprintf("PTRACE_GETREGSET(%#x)", nt), TID: tid, Err: err}
+	}
+	return buf[:iov.Len], nil
+}
+
+// SetRegSet writes one register set.
+// Precondition: called on the tracer thread.
+func SetRegSet(tid int, nt int, buf []byte) error {
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(unix.PTRACE_SETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov))); err != nil {
+		return &Error{Op: fmt.Sprintf("PTRACE_SETREGSET(%#x)", nt), TID: tid, Err: err}
+	}
+	return nil
+}
+
+// GetSigMask returns the blocked-signal mask of tid.
+// Precondition: called on the tracer thread.
+func GetSigMask(tid int) (uint64, error) {
+	var m uint64
+	if err := ptrace(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return 0, &Error{Op: "PTRACE_GETSIGMASK", TID: tid, Err: err}
+	}
+	return m, nil
+}
+
+// SetSigMask sets the blocked-signal mask of tid.
+// Precondition: called on the tracer thread.
+func SetSigMask(tid int, m uint64) error {
+	if err := ptrace(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return &Error{Op: "PTRACE_SETSIGMASK", TID: tid, Err: err}
+	}
+	return nil
+}
+
+// SigInfoSize is sizeof(siginfo_t).
+const SigInfoSize = 128
+
+// PTRACE_PEEKSIGINFO_SHARED from include/uapi/linux/ptrace.h.
+const peekSigInfoShared = 1
+
+// PeekSigInfo returns the queued siginfos of tid's private queue, or of the
+// process-wide queue when shared is set, without dequeuing them.
+// Precondition: called on the tracer thread.
+func PeekSigInfo(tid int, shared bool) ([][SigInfoSize]byte, error) {
+	var out [][SigInfoSize]byte
+	var buf [32][SigInfoSize]byte
+	for {
+		args := struct {
+			Off   uint64
+			Flags uint32
+			Nr    int32
+		}{Off: uint64(len(out)), Nr: int32(len(buf))}
+		if shared {
+			args.Flags = peekSigInfoShared
+		}
+		n, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_PEEKSIGINFO, uintptr(tid),
+			uintptr(unsafe.Pointer(&args)), uintptr(unsafe.Pointer(&buf[0])), 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return nil, &Error{Op: "PTRACE_PEEKSIGINFO", TID: tid, Err: e}
+		}
+		out = append(out, buf[:n]...)
+		if int(n) < len(buf) {
+			return out, nil
+		}
+	}
+}
+
+// RseqConfig mirrors struct ptrace_rseq_configuration.
+type RseqConfig struct {
+	Ptr   uint64 `json:"ptr"`
+	Len   uint32 `json:"len"`
+	Flags uint32 `json:"flags"`
+	Sig   uint32 `json:"sig"`
+}
+
+// GetRseq returns tid's rseq registration (Ptr 0 when none).
+// Precondition: called on the tracer thread.
+func GetRseq(tid int) (RseqConfig, error) {
+	var raw struct {
+		Ptr   uint64
+		Len   uint32
+		Flags uint32
+		Sig   uint32
+		_     uint32
+	}
+	if err := ptrace(unix.PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(raw), uintptr(unsafe.Pointer(&raw))); err != nil {
+		return RseqConfig{}, &Error{Op: "PTRACE_GET_RSEQ_CONFIGURATION", TID: tid, Err: err}
+	}
+	return RseqConfig{Ptr: raw.Ptr, Len: raw.Len, Flags: raw.Flags, Sig: raw.Sig}, nil
+}
+
+// Wait waits for a state change of tid (wait4 with __WALL).
+// Precondition: called on the tracer thread.
+func Wait(tid int) (unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, &Error{Op: "wait4", TID: tid, Err: err}
+		}
+		return ws, nil
+	}
+}
+
+// GetRobustList returns the robust futex list head and length of tid.
+func GetRobustList(tid int) (head uint64, size uint64, err error) {
+	var h uintptr
+	var l uintptr
+	_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptr(unsafe.Pointer(&h)), uintptr(unsafe.Pointer(&l)))
+	if e != 0 {
+		return 0, 0, &Error{Op: "get_robust_list", TID: tid, Err: e}
+	}
+	return uint64(h), uint64(l), nil
+}
+
