@@ -97,10 +97,14 @@ func wrap(op string, tid int, err error) error {
 }
 
 // Interrupt asks a seized tracee to stop (PTRACE_INTERRUPT).
-func Interrupt(tid int) error { return wrap("PTRACE_INTERRUPT", tid, ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0)) }
+func Interrupt(tid int) error {
+	return wrap("PTRACE_INTERRUPT", tid, ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0))
+}
 
 // Cont resumes the tracee delivering sig (0 for none).
-func Cont(tid, sig int) error { return wrap("PTRACE_CONT", tid, ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig))) }
+func Cont(tid, sig int) error {
+	return wrap("PTRACE_CONT", tid, ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig)))
+}
 
 // Syscall resumes the tracee until the next syscall entry or exit.
 func Syscall(tid, sig int) error {

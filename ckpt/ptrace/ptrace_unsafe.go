@@ -157,4 +157,3 @@ func GetRobustList(tid int) (head uint64, size uint64, err error) {
 	}
 	return uint64(h), uint64(l), nil
 }
-

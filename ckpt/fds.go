@@ -1,0 +1,328 @@
+package ckpt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/ckpt/proc"
+)
+
+// fileTable collects the open file descriptions of a checkpoint. Descriptors
+// that share one description map to one File.
+type fileTable struct {
+	files []File
+	// byIno indexes files by (dev, ino) to find candidates for sharing.
+	byIno map[[2]uint64][]fileRef
+	blobs []blobSource
+}
+
+type fileRef struct {
+	pid, fd, index int
+}
+
+// blobSource says where the contents of a blob come from at dump time.
+type blobSource struct {
+	id   uint32
+	path string // /proc/PID/fd/N to read
+	data []byte // already read (pipe buffers)
+}
+
+func newFileTable() *fileTable { return &fileTable{byIno: map[[2]uint64][]fileRef{}} }
+
+// Character devices that are the same on every machine (major, minor).
+var portableDevices = map[[2]uint32]bool{
+	{1, 3}: true, // /dev/null
+	{1, 5}: true, // /dev/zero
+	{1, 7}: true, // /dev/full
+	{1, 8}: true, // /dev/random
+	{1, 9}: true, // /dev/urandom
+}
+
+const oCloexec = unix.O_CLOEXEC
+
+// collectFDs records every descriptor of p.
+func (d *dumper) collectFDs(p *Process) error {
+	fds, err := d.fs.FDs(p.PID)
+	if err != nil {
+		return err
+	}
+	pidfd, err := unix.PidfdOpen(p.PID, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd_open pid %d: %w", p.PID, err)
+	}
+	defer unix.Close(pidfd)
+	for _, fd := range fds {
+		ent, err := d.collectFD(p.PID, pidfd, fd)
+		if err != nil {
+			return err
+		}
+		p.FDs = append(p.FDs, ent)
+	}
+	return nil
+}
+
+func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
+	name := "fd/" + strconv.Itoa(fd)
+	link, err := d.fs.Readlink(pid, name)
+	if err != nil {
+		return FD{}, err
+	}
+	infoB, err := d.fs.Read(pid, "fdinfo/"+strconv.Itoa(fd))
+	if err != nil {
+		return FD{}, err
+	}
+	info, err := proc.ParseFDInfo(infoB)
+	if err != nil {
+		return FD{}, err
+	}
+	fail := func(what string, err error) (FD, error) {
+		return FD{}, &FDError{PID: pid, FD: fd, What: what, Err: err}
+	}
+	var st unix.Stat_t
+	procPath := fmt.Sprintf("%s/%d/fd/%d", d.fs.Root, pid, fd)
+	if err := unix.Stat(procPath, &st); err != nil {
+		return fail(link, err)
+	}
+	ent := FD{FD: fd, Cloexec: info.Flags&oCloexec != 0}
+	f := File{Flags: int(info.Flags &^ oCloexec), Pos: info.Pos, Mode: st.Mode}
+
+	// One open file description seen through two descriptors?
+	key := [2]uint64{st.Dev, st.Ino}
+	for _, ref := range d.files.byIno[key] {
+		same, err := kcmpFile(ref.pid, pid, ref.fd, fd)
+		if err != nil {
+			return fail(link, err)
+		}
+		if same {
+			ent.File = ref.index
+			return ent, nil
+		}
+	}
+
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if st.Nlink == 0 || strings.HasSuffix(link, " (deleted)") {
+			f.Kind = FileDeleted
+			f.Path = strings.TrimSuffix(link, " (deleted)")
+			f.Size = st.Size
+			f.Blob = d.files.newBlob(blobSource{path: procPath})
+		} else {
+			f.Kind = FileRegular
+			f.Path = link
+			f.ID = &FileID{Path: link, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
+		}
+	case unix.S_IFDIR:
+		f.Kind, f.Path = FileDir, link
+	case unix.S_IFCHR:
+		maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+		if !portableDevices[[2]uint32{maj, min}] {
+			what := "character device"
+			if maj == 136 || maj == 4 || maj == 5 {
+				what = "terminal"
+			}
+			return fail(fmt.Sprintf("%s (%s)", link, what), ErrUnsupported)
+		}
+		f.Kind, f.Path = FileDevice, link
+	case unix.S_IFIFO:
+		if strings.HasPrefix(link, "pipe:") {
+			f.Kind = FilePipe
+			f.Pipe = st.Ino
+		} else {
+			f.Kind, f.Path = FileFIFO, link
+		}
+		data, err := peekPipe(pidfd, fd, procPath, f.Flags)
+		if err != nil {
+			return fail(link, fmt.Errorf("read buffered bytes: %w", err))
+		}
+		if len(data) > 0 {
+			f.Size = int64(len(data))
+			f.Blob = d.files.newBlob(blobSource{data: data})
+		}
+	case unix.S_IFSOCK:
+		return fail(fmt.Sprintf("%s (%s)", link, socketKind(pidfd, fd)), ErrUnsupported)
+	default:
+		kind := link
+		if strings.HasPrefix(link, "anon_inode:") {
+			kind = strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
+		}
+		return fail(fmt.Sprintf("%s (%s)", link, kind), ErrUnsupported)
+	}
+	ent.File = len(d.files.files)
+	d.files.files = append(d.files.files, f)
+	d.files.byIno[key] = append(d.files.byIno[key], fileRef{pid: pid, fd: fd, index: ent.File})
+	return ent, nil
+}
+
+// checkPipes refuses pipes with an end outside the checkpoint: after a
+// restore the other side would be gone.
+func (t *fileTable) checkPipes(p *Process) error {
+	ends := map[uint64][2]bool{}
+	for _, f := range t.files {
+		if f.Kind != FilePipe {
+			continue
+		}
+		e := ends[f.Pipe]
+		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			e[1] = true
+		} else {
+			e[0] = true
+		}
+		ends[f.Pipe] = e
+	}
+	for _, fd := range p.FDs {
+		f := t.files[fd.File]
+		if f.Kind == FilePipe && !(ends[f.Pipe][0] && ends[f.Pipe][1]) {
+			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("pipe:[%d]", f.Pipe),
+				Err: fmt.Errorf("the other end belongs to a process outside the checkpoint: %w", ErrUnsupported)}
+		}
+	}
+	return nil
+}
+
+func (t *fileTable) newBlob(src blobSource) uint32 {
+	src.id = uint32(len(t.blobs) + 1)
+	t.blobs = append(t.blobs, src)
+	return src.id
+}
+
+// writeBlobs streams deleted files' contents and pipe buffers.
+func (t *fileTable) writeBlobs(w *image.Writer) error {
+	for _, b := range t.blobs {
+		if b.path == "" {
+			if err := w.WriteBlob(b.id, 0, b.data); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := copyFileBlob(w, b.id, b.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFileBlob(w *image.Writer, id uint32, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	var off uint64
+	for {
+		n, err := f.ReadAt(buf, int64(off))
+		if n > 0 {
+			if werr := w.WriteBlob(id, off, buf[:n]); werr != nil {
+				return werr
+			}
+			off += uint64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// peekPipe returns the bytes buffered in a pipe or FIFO without consuming
+// them: tee(2) from a read end into a private pipe.
+func peekPipe(pidfd, fd int, procPath string, flags int) ([]byte, error) {
+	var rd int
+	if flags&unix.O_ACCMODE == unix.O_WRONLY {
+		// A write-only end: open the pipe again through /proc for reading.
+		r, err := unix.Open(procPath, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, err
+		}
+		rd = r
+	} else {
+		r, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			return nil, fmt.Errorf("pidfd_getfd: %w", err)
+		}
+		rd = r
+	}
+	defer unix.Close(rd)
+	size, err := unix.FcntlInt(uintptr(rd), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		return nil, err
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
+		return nil, err
+	}
+	n, err := unix.Tee(rd, p[1], size, unix.SPLICE_F_NONBLOCK)
+	if err != nil {
+		if err == unix.EAGAIN {
+			return nil, nil // empty
+		}
+		return nil, fmt.Errorf("tee: %w", err)
+	}
+	out := make([]byte, n)
+	for got := 0; got < len(out); {
+		m, err := unix.Read(p[0], out[got:])
+		if err != nil {
+			return nil, fmt.Errorf("read tee'd bytes: %w", err)
+		}
+		got += m
+	}
+	return out, nil
+}
+
+// socketKind names a socket for error messages: tcp, udp6, unix, ...
+func socketKind(pidfd, fd int) string {
+	s, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return "socket"
+	}
+	defer unix.Close(s)
+	domain, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	typ, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	var name string
+	switch {
+	case domain == unix.AF_UNIX:
+		return "unix"
+	case domain == unix.AF_NETLINK:
+		return "netlink"
+	case proto == unix.IPPROTO_TCP:
+		name = "tcp"
+	case proto == unix.IPPROTO_MPTCP:
+		name = "mptcp"
+	case proto == unix.IPPROTO_UDP:
+		name = "udp"
+	case typ == unix.SOCK_RAW:
+		name = "raw"
+	default:
+		name = "socket"
+	}
+	if domain == unix.AF_INET6 {
+		name += "6"
+	}
+	return name
+}
+
+// kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are the same open
+// file description (kcmp KCMP_FILE).
+func kcmpFile(pid1, pid2, fd1, fd2 int) (bool, error) {
+	const kcmpFileType = 0 // KCMP_FILE, include/uapi/linux/kcmp.h
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), kcmpFileType, uintptr(fd1), uintptr(fd2), 0)
+	if e != 0 {
+		return false, fmt.Errorf("kcmp: %w", e)
+	}
+	return r == 0, nil
+}

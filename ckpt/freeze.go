@@ -1,0 +1,181 @@
+package ckpt
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/ptrace"
+)
+
+// frozenTask is one seized, stopped thread of the process being dumped.
+type frozenTask struct {
+	tid   int
+	regs  unix.PtraceRegs // as found at the freeze
+	mask  uint64          // blocked signals as found at the freeze
+	dirty bool            // regs or mask changed by injection: restore before detach
+}
+
+const seizeOptions = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE
+
+// freeze seizes and stops every thread of d.pid, re-scanning until no new
+// thread appears. Threads created by a clone racing with the seize are
+// attached automatically (PTRACE_O_TRACECLONE) and collected from the clone
+// events.
+// Precondition: called on the tracer thread.
+func (d *dumper) freeze() error {
+	for round := 0; ; round++ {
+		tids, err := d.fs.Tasks(d.pid)
+		if err != nil {
+			if len(d.tasks) == 0 {
+				return &ProcessError{PID: d.pid, Err: ErrNoProcess}
+			}
+			return err
+		}
+		var fresh []int
+		for _, tid := range tids {
+			if _, ok := d.tasks[tid]; !ok {
+				fresh = append(fresh, tid)
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		if round > 100 {
+			return fmt.Errorf("pid %d keeps creating threads; cannot freeze it", d.pid)
+		}
+		var waiting []int
+		for _, tid := range fresh {
+			if err := ptrace.Seize(tid, seizeOptions); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					continue // exited meanwhile
+				}
+				if errors.Is(err, unix.EPERM) {
+					return &ProcessError{PID: d.pid, Err: fmt.Errorf("cannot attach to thread %d (already traced, or not permitted): %w", tid, unix.EPERM)}
+				}
+				return err
+			}
+			d.tasks[tid] = &frozenTask{tid: tid}
+			if err := ptrace.Interrupt(tid); err != nil {
+				return err
+			}
+			waiting = append(waiting, tid)
+		}
+		for len(waiting) > 0 {
+			tid := waiting[0]
+			waiting = waiting[1:]
+			added, err := d.waitFrozen(tid)
+			if err != nil {
+				return err
+			}
+			waiting = append(waiting, added...)
+		}
+	}
+}
+
+// waitFrozen waits until tid sits in an interrupt stop. It returns threads
+// that tid created meanwhile (already attached, still to be waited for).
+func (d *dumper) waitFrozen(tid int) ([]int, error) {
+	var added []int
+	for {
+		ws, err := ptrace.Wait(tid)
+		if err != nil {
+			return added, err
+		}
+		s := ptrace.Stop{Status: ws}
+		switch {
+		case ws.Exited() || ws.Signaled():
+			delete(d.tasks, tid)
+			return added, nil
+		case s.IsGroupStop():
+			return added, nil
+		case s.Event() == unix.PTRACE_EVENT_CLONE:
+			msg, err := ptrace.EventMsg(tid)
+			if err != nil {
+				return added, err
+			}
+			nt := int(msg)
+			if _, ok := d.tasks[nt]; !ok {
+				d.tasks[nt] = &frozenTask{tid: nt}
+				added = append(added, nt)
+			}
+			if err := ptrace.Cont(tid, 0); err != nil {
+				return added, err
+			}
+		case s.Event() != 0:
+			if err := ptrace.Cont(tid, 0); err != nil {
+				return added, err
+			}
+		default:
+			// A signal arrived before the interrupt: let the task have it;
+			// the interrupt is still pending and stops it right after.
+			if err := ptrace.Cont(tid, int(ws.StopSignal())); err != nil {
+				return added, err
+			}
+		}
+	}
+}
+
+// tids returns the frozen threads, the thread-group leader first.
+func (d *dumper) tids() []int {
+	out := make([]int, 0, len(d.tasks))
+	for tid := range d.tasks {
+		out = append(out, tid)
+	}
+	slices.Sort(out)
+	if i := slices.Index(out, d.pid); i > 0 {
+		out[0], out[i] = out[i], out[0]
+	}
+	return out
+}
+
+// release puts every thread back as it was found and detaches it.
+// Precondition: called on the tracer thread.
+func (d *dumper) release() error {
+	var errs []error
+	for _, tid := range d.tids() {
+		t := d.tasks[tid]
+		if t.dirty {
+			if err := ptrace.SetSigMask(tid, t.mask); err != nil {
+				errs = append(errs, err)
+			}
+			if err := ptrace.Rearm(tid, &t.regs); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := ptrace.Detach(tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
+		}
+		delete(d.tasks, tid)
+	}
+	return errors.Join(errs...)
+}
+
+// kill ends the dumped process and waits until every thread is gone.
+// Precondition: called on the tracer thread.
+func (d *dumper) kill() error {
+	if err := unix.Kill(d.pid, unix.SIGKILL); err != nil {
+		return fmt.Errorf("kill pid %d: %w", d.pid, err)
+	}
+	// The leader's exit is reported only after every other thread was
+	// reaped: wait for it last.
+	tids := d.tids()
+	for _, tid := range append(tids[1:], tids[0]) {
+		waitGone(tid)
+		delete(d.tasks, tid)
+	}
+	return nil
+}
+
+// waitGone waits until a traced thread that was killed has exited.
+// Precondition: called on the tracer thread.
+func waitGone(tid int) {
+	for {
+		ws, err := ptrace.Wait(tid)
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return
+		}
+	}
+}

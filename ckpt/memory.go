@@ -1,0 +1,168 @@
+package ckpt
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/ckpt/mem"
+	"github.com/relocate/relocate/ckpt/proc"
+)
+
+// memRun is a run of pages to copy into the image.
+type memRun struct {
+	mem.Range
+	forced bool // not readable: go through /proc/PID/mem
+}
+
+// chunkPages is the largest run handed to the image writer at once.
+const chunkPages = 256
+
+// classify decides how a mapping is saved.
+func classify(m proc.Mapping) string {
+	switch {
+	case m.Path == "[vsyscall]":
+		return VMAVsyscall
+	case m.Path == "[vdso]" || m.Path == "[vvar]" || m.Path == "[vvar_vclock]":
+		return VMAVDSO
+	case m.Shared && (m.Path == "" || m.Deleted || strings.HasPrefix(m.Path, "/dev/zero") ||
+		strings.HasPrefix(m.Path, "/SYSV") || strings.HasPrefix(m.Path, "/memfd:")):
+		return VMAShmem
+	case m.Shared:
+		return VMAShared
+	case m.Path == "" || strings.HasPrefix(m.Path, "["):
+		return VMAAnon
+	case m.Deleted || strings.HasPrefix(m.Path, "/memfd:"):
+		return VMADeleted
+	default:
+		return VMAFile
+	}
+}
+
+// keepPage selects the pagemap entries whose page content the image needs.
+func keepPage(kind string) func(uint64) bool {
+	switch kind {
+	case VMAAnon, VMAShmem:
+		return func(e uint64) bool { return e&(mem.PMPresent|mem.PMSwapped) != 0 }
+	case VMAFile:
+		// Only pages the process changed (anonymous COW copies).
+		return func(e uint64) bool {
+			return e&mem.PMSwapped != 0 || e&mem.PMPresent != 0 && e&mem.PMFileShared == 0
+		}
+	case VMADeleted:
+		return func(uint64) bool { return true }
+	}
+	return nil
+}
+
+// collectMemory builds the VMA list and the runs of pages to save.
+func (d *dumper) collectMemory(p *Process) error {
+	b, err := d.fs.Read(d.pid, "smaps")
+	if err != nil {
+		return err
+	}
+	maps, err := proc.ParseSmaps(b)
+	if err != nil {
+		return err
+	}
+	pm, err := mem.OpenPagemap(d.pid)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	for _, m := range maps {
+		v := VMA{Start: m.Start, End: m.End, Shared: m.Shared, Kind: classify(m), Name: m.Path,
+			Offset: m.Offset, Flags: m.VmFlags}
+		if m.Read {
+			v.Prot |= unix.PROT_READ
+		}
+		if m.Write {
+			v.Prot |= unix.PROT_WRITE
+		}
+		if m.Exec {
+			v.Prot |= unix.PROT_EXEC
+		}
+		if v.Kind == VMAFile || v.Kind == VMAShared {
+			v.File = fileID(m.Path)
+			if v.File == nil {
+				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "stat", Err: errors.New("mapped file is not reachable by path")}
+			}
+		}
+		if keep := keepPage(v.Kind); keep != nil {
+			forced := !m.Read
+			err := pm.Runs(mem.Range{Start: m.Start, End: m.End}, chunkPages, keep, func(r mem.Range) error {
+				d.runs = append(d.runs, memRun{Range: r, forced: forced})
+				v.Pages += r.Len() / mem.PageSize
+				return nil
+			})
+			if err != nil {
+				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "scan pagemap", Err: err}
+			}
+		}
+		p.VMAs = append(p.VMAs, v)
+	}
+	return nil
+}
+
+// writeMemory copies the collected runs into the image, batching many runs
+// into one process_vm_readv. Compression happens in the writer's workers,
+// in parallel with the reads.
+func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
+	var total int64
+	for _, r := range d.runs {
+		total += int64(r.Len())
+	}
+	d.opts.Progress.set("dumping memory", total)
+	const batch = 16
+	locals := make([][]byte, 0, batch)
+	remotes := make([]mem.Range, 0, batch)
+	flush := func() error {
+		if len(remotes) == 0 {
+			return nil
+		}
+		if err := mem.ReadRuns(d.pid, locals, remotes); err != nil {
+			return err
+		}
+		for i, r := range remotes {
+			if err := w.WritePages(d.pid, r.Start, locals[i]); err != nil {
+				return err
+			}
+			d.opts.Progress.add(int64(r.Len()))
+		}
+		locals, remotes = locals[:0], remotes[:0]
+		return ctx.Err()
+	}
+	for _, r := range d.runs {
+		buf := w.PageBuffer()[:r.Len()]
+		if r.forced {
+			if err := mem.ReadForced(d.pid, r.Start, buf); err != nil {
+				return err
+			}
+			if err := w.WritePages(d.pid, r.Start, buf); err != nil {
+				return err
+			}
+			d.opts.Progress.add(int64(r.Len()))
+			continue
+		}
+		locals = append(locals, buf)
+		remotes = append(remotes, r.Range)
+		if len(remotes) == batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// fileID stats path; nil when it cannot be reached.
+func fileID(path string) *FileID {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return nil
+	}
+	return &FileID{Path: path, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
+}

@@ -1,0 +1,196 @@
+package ckpt
+
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/ptrace"
+)
+
+// Checkpoint is the metadata record of an image: everything but memory
+// pages and blob contents, which follow it in the stream.
+type Checkpoint struct {
+	Root      int       `json:"root"`
+	Processes []Process `json:"processes"`
+	Files     []File    `json:"files"`
+}
+
+// Process is one process of the tree.
+type Process struct {
+	PID           int          `json:"pid"`
+	PPID          int          `json:"ppid"`
+	PGID          int          `json:"pgid"`
+	SID           int          `json:"sid"`
+	Comm          string       `json:"comm"`
+	Exe           string       `json:"exe"`
+	ExeFile       *FileID      `json:"exe_file,omitempty"`
+	Cmdline       []string     `json:"cmdline"`
+	Cwd           string       `json:"cwd"`
+	Root          string       `json:"root"`
+	Umask         uint32       `json:"umask"`
+	Creds         Creds        `json:"creds"`
+	Personality   uint64       `json:"personality"`
+	OOMScoreAdj   int          `json:"oom_score_adj"`
+	Rlimits       []Rlimit     `json:"rlimits"`
+	MM            MM           `json:"mm"`
+	VMAs          []VMA        `json:"vmas"`
+	Threads       []Thread     `json:"threads"`
+	FDs           []FD         `json:"fds"`
+	SigActions    []SigAction  `json:"sigactions,omitempty"`
+	ITimers       [3]ITimer    `json:"itimers"`
+	Timers        []PosixTimer `json:"posix_timers,omitempty"`
+	SharedPending []SigInfo    `json:"shared_pending,omitempty"`
+}
+
+// Creds are the process credentials (real, effective, saved, fs).
+type Creds struct {
+	UID        [4]int `json:"uid"`
+	GID        [4]int `json:"gid"`
+	Groups     []int  `json:"groups"`
+	CapInh     uint64 `json:"cap_inh"`
+	CapPrm     uint64 `json:"cap_prm"`
+	CapEff     uint64 `json:"cap_eff"`
+	CapBnd     uint64 `json:"cap_bnd"`
+	CapAmb     uint64 `json:"cap_amb"`
+	NoNewPrivs bool   `json:"no_new_privs"`
+}
+
+// Rlimit is one resource limit.
+type Rlimit struct {
+	Resource int    `json:"resource"`
+	Cur      uint64 `json:"cur"`
+	Max      uint64 `json:"max"`
+}
+
+// MM holds the mm_struct fields PR_SET_MM_MAP restores.
+type MM struct {
+	StartCode  uint64   `json:"start_code"`
+	EndCode    uint64   `json:"end_code"`
+	StartData  uint64   `json:"start_data"`
+	EndData    uint64   `json:"end_data"`
+	StartBrk   uint64   `json:"start_brk"`
+	Brk        uint64   `json:"brk"`
+	StartStack uint64   `json:"start_stack"`
+	ArgStart   uint64   `json:"arg_start"`
+	ArgEnd     uint64   `json:"arg_end"`
+	EnvStart   uint64   `json:"env_start"`
+	EnvEnd     uint64   `json:"env_end"`
+	Auxv       []uint64 `json:"auxv"`
+}
+
+// VMA kinds.
+const (
+	VMAAnon     = "anon"     // private anonymous (heap, stacks, ...): pages dumped
+	VMAFile     = "file"     // private file mapping: COW'd pages dumped
+	VMAShared   = "shared"   // shared file mapping: nothing dumped, the file holds it
+	VMAShmem    = "shmem"    // shared anonymous / deleted shared file: pages dumped
+	VMADeleted  = "deleted"  // private mapping of a deleted file: all pages dumped
+	VMAVDSO     = "vdso"     // [vdso], [vvar], [vvar_vclock]: moved, not dumped
+	VMAVsyscall = "vsyscall" // fixed by the kernel
+)
+
+// VMA is one memory mapping.
+type VMA struct {
+	Start  uint64   `json:"start"`
+	End    uint64   `json:"end"`
+	Prot   int      `json:"prot"`
+	Shared bool     `json:"shared,omitempty"`
+	Kind   string   `json:"kind"`
+	Name   string   `json:"name,omitempty"` // path, or [heap], [stack], [vdso], ...
+	Offset uint64   `json:"offset,omitempty"`
+	File   *FileID  `json:"file,omitempty"`
+	Flags  []string `json:"vmflags,omitempty"`
+	Pages  uint64   `json:"pages"` // pages stored in the image for this VMA
+}
+
+// FileID identifies a file on disk so restore can tell it is the same one.
+type FileID struct {
+	Path  string `json:"path"`
+	Dev   uint64 `json:"dev"`
+	Ino   uint64 `json:"ino"`
+	Size  int64  `json:"size"`
+	Mtime int64  `json:"mtime_ns"`
+}
+
+// Thread is one thread's state.
+type Thread struct {
+	TID           int               `json:"tid"`
+	Comm          string            `json:"comm"`
+	Regs          unix.PtraceRegs   `json:"regs"`
+	XState        []byte            `json:"xstate"`
+	SigMask       uint64            `json:"sigmask"`
+	Pending       []SigInfo         `json:"pending,omitempty"`
+	AltStack      AltStack          `json:"altstack"`
+	ClearChildTID uint64            `json:"clear_child_tid"`
+	RobustHead    uint64            `json:"robust_head"`
+	RobustLen     uint64            `json:"robust_len"`
+	Rseq          ptrace.RseqConfig `json:"rseq"`
+}
+
+// SigInfo is a raw siginfo_t.
+type SigInfo [ptrace.SigInfoSize]byte
+
+// AltStack mirrors stack_t.
+type AltStack struct {
+	SP    uint64 `json:"sp"`
+	Flags int32  `json:"flags"`
+	Size  uint64 `json:"size"`
+}
+
+// SigAction mirrors struct kernel_sigaction for one signal.
+type SigAction struct {
+	Sig      int    `json:"sig"`
+	Handler  uint64 `json:"handler"`
+	Flags    uint64 `json:"flags"`
+	Restorer uint64 `json:"restorer"`
+	Mask     uint64 `json:"mask"`
+}
+
+// ITimer mirrors struct itimerval in microseconds.
+type ITimer struct {
+	IntervalUS int64 `json:"interval_us"`
+	ValueUS    int64 `json:"value_us"`
+}
+
+// PosixTimer is one timer_create timer.
+type PosixTimer struct {
+	ID         int    `json:"id"`
+	ClockID    int    `json:"clock_id"`
+	Signal     int    `json:"signal"`
+	SigevValue uint64 `json:"sigev_value"`
+	Notify     string `json:"notify"` // "signal", "thread", "none"
+	NotifyTID  int    `json:"notify_tid,omitempty"`
+	IntervalNS int64  `json:"interval_ns"`
+	ValueNS    int64  `json:"value_ns"`
+	Overrun    int    `json:"overrun,omitempty"`
+}
+
+// FD is one descriptor of a process, pointing at a File (shared when
+// several descriptors, or processes, refer to the same open file).
+type FD struct {
+	FD      int  `json:"fd"`
+	File    int  `json:"file"` // index in Checkpoint.Files
+	Cloexec bool `json:"cloexec,omitempty"`
+}
+
+// File kinds.
+const (
+	FileRegular = "file"    // a path on disk, reopened
+	FileDeleted = "deleted" // contents carried in the image (a blob)
+	FileDir     = "dir"
+	FileDevice  = "device" // /dev/null, /dev/zero, ...
+	FilePipe    = "pipe"   // one end of a pipe; Pipe names the pipe
+	FileFIFO    = "fifo"   // a named pipe, reopened by path
+)
+
+// File is one open file description.
+type File struct {
+	Kind  string  `json:"kind"`
+	Path  string  `json:"path,omitempty"`
+	Flags int     `json:"flags"` // O_* status and access flags
+	Pos   int64   `json:"pos,omitempty"`
+	ID    *FileID `json:"id,omitempty"`
+	Mode  uint32  `json:"mode,omitempty"`
+	Pipe  uint64  `json:"pipe,omitempty"` // pipe inode: ends with the same Pipe are one pipe
+	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
+	Size  int64   `json:"size,omitempty"` // bytes in the blob
+}

@@ -1,0 +1,540 @@
+package ckpt
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/ckpt/mem"
+	"github.com/relocate/relocate/ckpt/ptrace"
+)
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	Progress *Progress
+}
+
+// RestoreResult summarises a restore.
+type RestoreResult struct {
+	PID       int           `json:"pid"`
+	Threads   int           `json:"threads"`
+	BytesRead int64         `json:"bytes_read"`
+	Pages     int64         `json:"pages"`
+	Duration  time.Duration `json:"-"`
+}
+
+// ReadCheckpoint reads the header and metadata record of an image.
+func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
+	rec, err := r.Next()
+	if err == io.EOF {
+		return nil, fmt.Errorf("image has no metadata: %w", image.ErrCorrupt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.Kind != image.KindMeta {
+		return nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
+	}
+	var cp Checkpoint
+	if err := json.Unmarshal(rec.Meta, &cp); err != nil {
+		return nil, fmt.Errorf("image metadata: %v: %w", err, image.ErrCorrupt)
+	}
+	if err := cp.validate(); err != nil {
+		return nil, err
+	}
+	return &cp, nil
+}
+
+// validate checks the metadata for internal consistency: whatever restore
+// indexes or sizes with it must be in range.
+func (cp *Checkpoint) validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("image metadata: %s: %w", fmt.Sprintf(format, a...), image.ErrCorrupt)
+	}
+	if len(cp.Processes) != 1 {
+		return bad("%d processes (this relocate restores exactly one)", len(cp.Processes))
+	}
+	for _, p := range cp.Processes {
+		if p.PID <= 0 || len(p.Threads) == 0 || p.Threads[0].TID != p.PID {
+			return bad("pid %d has no leader thread", p.PID)
+		}
+		for _, fd := range p.FDs {
+			if fd.File < 0 || fd.File >= len(cp.Files) || fd.FD < 0 {
+				return bad("pid %d fd %d refers to file %d", p.PID, fd.FD, fd.File)
+			}
+		}
+		var prev uint64
+		for _, v := range p.VMAs {
+			if v.Start >= v.End || v.Start < prev || v.Start%mem.PageSize != 0 || v.End%mem.PageSize != 0 {
+				return bad("pid %d mapping %#x-%#x is out of order", p.PID, v.Start, v.End)
+			}
+			prev = v.End
+		}
+		if len(p.MM.Auxv) > 2*64 || len(p.MM.Auxv)%2 != 0 {
+			return bad("auxv of %d words", len(p.MM.Auxv))
+		}
+	}
+	return nil
+}
+
+// Restore rebuilds the process from an image stream and lets it run. The
+// whole stream is read and verified before the process runs; on any error
+// nothing is left behind.
+func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreResult, error) {
+	start := time.Now()
+	r, err := image.NewReader(in)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkHeader(r.Header()); err != nil {
+		return nil, err
+	}
+	cp, err := ReadCheckpoint(r)
+	if err != nil {
+		return nil, err
+	}
+	p := &cp.Processes[0]
+	if err := precheckRestore(p); err != nil {
+		return nil, err
+	}
+	rs := &restorer{cp: cp, p: p, r: r, opts: opts, blobs: map[uint32]*blobSink{}}
+	defer rs.closeFiles()
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	err = tr.Do(func() (err error) {
+		defer func() {
+			if err != nil {
+				rs.abort()
+			}
+		}()
+		return rs.run(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &RestoreResult{PID: p.PID, Threads: len(p.Threads), BytesRead: r.Offset(),
+		Pages: rs.pages, Duration: time.Since(start)}, nil
+}
+
+func checkHeader(h image.Header) error {
+	if h.Arch != archName {
+		return fmt.Errorf("image is for %s, this machine is %s: %w", h.Arch, archName, ErrUnsupported)
+	}
+	if h.PageSize != os.Getpagesize() {
+		return fmt.Errorf("image has %d-byte pages, this machine %d: %w", h.PageSize, os.Getpagesize(), ErrUnsupported)
+	}
+	if missing := missingCPUFlags(h.CPU.Flags, cpuFlags()); len(missing) > 0 {
+		return fmt.Errorf("this CPU lacks features the process may use: %v: %w", missing, ErrUnsupported)
+	}
+	return nil
+}
+
+// precheckRestore refuses what would fail half-way: a PID in use, files
+// that are gone or changed.
+func precheckRestore(p *Process) error {
+	for _, t := range p.Threads {
+		if err := unix.Kill(t.TID, 0); err == nil || errors.Is(err, unix.EPERM) {
+			what := "pid"
+			if t.TID != p.PID {
+				what = "thread id"
+			}
+			return &ProcessError{PID: p.PID, Err: fmt.Errorf("%s %d %w by a running process", what, t.TID, ErrPIDTaken)}
+		}
+	}
+	for _, v := range p.VMAs {
+		if v.File == nil {
+			continue
+		}
+		now := fileID(v.File.Path)
+		switch {
+		case now == nil:
+			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: errors.New("mapped file is missing")}
+		case now.Size != v.File.Size || now.Mtime != v.File.Mtime:
+			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "check",
+				Err: errors.New("mapped file changed since the checkpoint (size or mtime differ)")}
+		}
+	}
+	return nil
+}
+
+type restorer struct {
+	cp      *Checkpoint
+	p       *Process
+	r       *image.Reader
+	opts    RestoreOptions
+	stub    *remote
+	leader  *remote
+	threads []*remote
+	pages   int64
+	blobs   map[uint32]*blobSink
+	// open files of the restorer to close at the end
+	toClose []int
+	// VMAs mapped writable for filling, to mprotect afterwards
+	filled []VMA
+}
+
+// abort kills whatever was created.
+func (rs *restorer) abort() {
+	if rs.leader != nil {
+		_ = unix.Kill(rs.leader.tid, unix.SIGKILL)
+		for _, t := range rs.threads {
+			if t != rs.leader {
+				waitGone(t.tid)
+			}
+		}
+		waitGone(rs.leader.tid)
+	}
+	if rs.stub != nil {
+		rs.stub.kill()
+	}
+}
+
+func (rs *restorer) closeFiles() {
+	for _, fd := range rs.toClose {
+		unix.Close(fd)
+	}
+	for _, b := range rs.blobs {
+		if b.f != nil {
+			b.f.Close()
+		}
+	}
+}
+
+// run performs the restore. Precondition: called on the tracer thread.
+func (rs *restorer) run(ctx context.Context) error {
+	p := rs.p
+	var used []mem.Range
+	for _, v := range p.VMAs {
+		used = append(used, mem.Range{Start: v.Start, End: v.End})
+	}
+	code, err := findGap(used, codeSize, 0x100000)
+	if err != nil {
+		return err
+	}
+	if rs.stub, err = startStub(code); err != nil {
+		return err
+	}
+	if err := rs.checkXState(); err != nil {
+		return err
+	}
+	if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
+		return err
+	}
+	if rs.leader, err = rs.stub.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
+		return &ProcessError{PID: p.PID, Err: err}
+	}
+	rs.stub.kill()
+	rs.stub = nil
+	L := rs.leader
+	if err := ptrace.SetSigMask(L.tid, ^uint64(0)); err != nil {
+		return err
+	}
+	// The stub's stdio, inherited: the process gets its own descriptors later.
+	if _, err := L.call(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
+		return err
+	}
+	if p.SID == p.PID {
+		if _, err := L.call(unix.SYS_SETSID); err != nil {
+			return err
+		}
+	} else if p.PGID == p.PID {
+		if _, err := L.call(unix.SYS_SETPGID, 0, 0); err != nil {
+			return err
+		}
+	}
+	rs.threads = []*remote{L}
+	for _, t := range p.Threads[1:] {
+		const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+			unix.CLONE_THREAD | unix.CLONE_SYSVSEM
+		nt, err := L.clone(threadFlags, 0, t.TID)
+		if err != nil {
+			return &ProcessError{PID: p.PID, Err: err}
+		}
+		rs.threads = append(rs.threads, nt)
+		if err := ptrace.SetSigMask(nt.tid, ^uint64(0)); err != nil {
+			return err
+		}
+	}
+	// A descriptor of the restorer inside the process, to pull files with.
+	pidfdNum, err := L.call(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	if err := rs.mapMemory(L, int(pidfdNum)); err != nil {
+		return err
+	}
+	if err := rs.stream(ctx); err != nil {
+		return err
+	}
+	if err := rs.protect(L); err != nil {
+		return err
+	}
+	if err := rs.restoreMM(L, int(pidfdNum)); err != nil {
+		return err
+	}
+	if err := rs.installFiles(L, int(pidfdNum)); err != nil {
+		return err
+	}
+	if err := rs.restoreTasks(L); err != nil {
+		return err
+	}
+	return rs.resume(L)
+}
+
+// checkXState refuses a CPU whose XSAVE features do not cover the image's.
+func (rs *restorer) checkXState() error {
+	x, err := ptrace.GetRegSet(rs.stub.tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
+	if err != nil {
+		return err
+	}
+	have, _ := xsaveInfo(x)
+	want, _ := xsaveInfo(rs.p.Threads[0].XState)
+	if want&^have != 0 {
+		return fmt.Errorf("this CPU lacks XSAVE features %#x the process uses: %w", want&^have, ErrUnsupported)
+	}
+	return nil
+}
+
+// mapMemory creates every mapping of the image at its address.
+func (rs *restorer) mapMemory(L *remote, pidfd int) error {
+	fileFDs := map[string]uint64{} // path+mode -> fd inside the process
+	for _, v := range rs.p.VMAs {
+		if v.Kind == VMAVDSO || v.Kind == VMAVsyscall {
+			continue
+		}
+		prot := uint64(v.Prot)
+		flags := uint64(unix.MAP_FIXED)
+		fd := ^uint64(0)
+		var off uint64
+		fill := v.Pages > 0
+		if fill {
+			prot |= unix.PROT_READ | unix.PROT_WRITE
+		}
+		switch v.Kind {
+		case VMAAnon, VMADeleted:
+			flags |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
+		case VMAShmem:
+			flags |= unix.MAP_SHARED | unix.MAP_ANONYMOUS
+		case VMAFile, VMAShared:
+			mode := unix.O_RDONLY
+			if v.Kind == VMAShared {
+				flags |= unix.MAP_SHARED
+				if v.Prot&unix.PROT_WRITE != 0 {
+					mode = unix.O_RDWR
+				}
+			} else {
+				flags |= unix.MAP_PRIVATE
+			}
+			key := strconv.Itoa(mode) + v.File.Path
+			tfd, ok := fileFDs[key]
+			if !ok {
+				lfd, err := unix.Open(v.File.Path, mode|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: err}
+				}
+				rs.toClose = append(rs.toClose, lfd)
+				if tfd, err = L.call(unix.SYS_PIDFD_GETFD, uint64(pidfd), uint64(lfd), 0); err != nil {
+					return err
+				}
+				fileFDs[key] = tfd
+			}
+			fd, off = tfd, v.Offset
+		default:
+			return fmt.Errorf("image metadata: mapping kind %q: %w", v.Kind, image.ErrCorrupt)
+		}
+		if v.hasFlag("gd") {
+			flags |= unix.MAP_GROWSDOWN
+		}
+		if v.hasFlag("nr") {
+			flags |= unix.MAP_NORESERVE
+		}
+		got, err := L.call(unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
+		if err != nil {
+			return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: err}
+		}
+		if got != v.Start {
+			return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: fmt.Errorf("mapped at %#x", got)}
+		}
+		if fill {
+			rs.filled = append(rs.filled, v)
+		}
+		for flag, advice := range madvFlags {
+			if v.hasFlag(flag) {
+				if _, err := L.call(unix.SYS_MADVISE, v.Start, v.End-v.Start, uint64(advice)); err != nil {
+					return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "madvise", Err: err}
+				}
+			}
+		}
+	}
+	for _, tfd := range fileFDs {
+		if _, err := L.call(unix.SYS_CLOSE, tfd); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// madvFlags maps smaps VmFlags to the madvise(2) advice that sets them.
+var madvFlags = map[string]int{
+	"dc": unix.MADV_DONTFORK,
+	"dd": unix.MADV_DONTDUMP,
+	"wf": unix.MADV_WIPEONFORK,
+	"hg": unix.MADV_HUGEPAGE,
+	"nh": unix.MADV_NOHUGEPAGE,
+}
+
+func (v *VMA) hasFlag(f string) bool { return slices.Contains(v.Flags, f) }
+
+// stream reads page and blob records up to the verified trailer.
+func (rs *restorer) stream(ctx context.Context) error {
+	var total int64
+	for _, v := range rs.filled {
+		total += int64(v.Pages) * mem.PageSize
+	}
+	rs.opts.Progress.set("restoring memory", total)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec, err := rs.r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch rec.Kind {
+		case image.KindPages:
+			pg := rec.Pages
+			end := pg.Addr + uint64(len(pg.Data))
+			if pg.PID != rs.p.PID || !rs.inFilled(pg.Addr, end) {
+				return fmt.Errorf("image: pages at %#x-%#x of pid %d lie outside the saved mappings: %w", pg.Addr, end, pg.PID, image.ErrCorrupt)
+			}
+			if err := mem.WriteRuns(rs.p.PID, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
+				return err
+			}
+			rs.pages += int64(len(pg.Data) / mem.PageSize)
+			rs.opts.Progress.add(int64(len(pg.Data)))
+		case image.KindBlob:
+			if err := rs.blob(rec.Blob); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("image: unexpected record kind %d after metadata: %w", rec.Kind, image.ErrCorrupt)
+		}
+	}
+}
+
+func (rs *restorer) inFilled(start, end uint64) bool {
+	i, _ := slices.BinarySearchFunc(rs.filled, start, func(v VMA, a uint64) int {
+		if v.End <= a {
+			return -1
+		}
+		if v.Start > a {
+			return 1
+		}
+		return 0
+	})
+	return i < len(rs.filled) && rs.filled[i].Start <= start && end <= rs.filled[i].End && start < end
+}
+
+// protect gives filled mappings their real protection.
+func (rs *restorer) protect(L *remote) error {
+	for _, v := range rs.filled {
+		if v.Prot == unix.PROT_READ|unix.PROT_WRITE {
+			continue
+		}
+		if _, err := L.call(unix.SYS_MPROTECT, v.Start, v.End-v.Start, uint64(v.Prot)); err != nil {
+			return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mprotect", Err: err}
+		}
+	}
+	return nil
+}
+
+// restoreMM sets the mm bounds, auxv and exe link (PR_SET_MM_MAP).
+func (rs *restorer) restoreMM(L *remote, pidfd int) error {
+	mm := rs.p.MM
+	le := binary.LittleEndian
+	auxv := make([]byte, 8*len(mm.Auxv))
+	for i, w := range mm.Auxv {
+		le.PutUint64(auxv[8*i:], w)
+	}
+	auxAddr, err := L.poke(1024, auxv)
+	if err != nil {
+		return err
+	}
+	exe, err := unix.Open(rs.p.Exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &ProcessError{PID: rs.p.PID, Err: fmt.Errorf("executable %s: %w", rs.p.Exe, err)}
+	}
+	rs.toClose = append(rs.toClose, exe)
+	exeFD, err := L.call(unix.SYS_PIDFD_GETFD, uint64(pidfd), uint64(exe), 0)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 104) // struct prctl_mm_map
+	for i, v := range []uint64{mm.StartCode, mm.EndCode, mm.StartData, mm.EndData, mm.StartBrk, mm.Brk,
+		mm.StartStack, mm.ArgStart, mm.ArgEnd, mm.EnvStart, mm.EnvEnd, auxAddr} {
+		le.PutUint64(b[8*i:], v)
+	}
+	le.PutUint32(b[96:], uint32(len(auxv)))
+	le.PutUint32(b[100:], uint32(exeFD))
+	addr, err := L.poke(0, b)
+	if err != nil {
+		return err
+	}
+	if _, err := L.call(unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, addr, uint64(len(b))); err != nil {
+		return fmt.Errorf("restore mm layout: %w", err)
+	}
+	_, err = L.call(unix.SYS_CLOSE, exeFD)
+	return err
+}
+
+// resume unmaps the code page and lets every thread go with its own
+// registers.
+func (rs *restorer) resume(L *remote) error {
+	// Unmapping the page we execute from ends in SIGSEGV at the int3 that is
+	// no longer there: that stop is where the leader gets its registers.
+	if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {
+		return err
+	}
+	s, err := ptrace.WaitStop(L.tid)
+	if err != nil {
+		return err
+	}
+	if s.Status.StopSignal() != unix.SIGSEGV {
+		return fmt.Errorf("unmap code page: unexpected %s", s)
+	}
+	for i, t := range rs.p.Threads {
+		tid := rs.threads[i].tid
+		regs := t.Regs
+		if err := ptrace.SetRegs(tid, &regs); err != nil {
+			return err
+		}
+		if len(t.XState) > 0 {
+			if err := ptrace.SetRegSet(tid, unix.NT_X86_XSTATE, slices.Clone(t.XState)); err != nil {
+				return err
+			}
+		}
+		if err := ptrace.SetSigMask(tid, t.SigMask); err != nil {
+			return err
+		}
+	}
+	for _, t := range rs.threads {
+		if err := ptrace.Detach(t.tid, 0); err != nil {
+			return err
+		}
+	}
+	rs.leader = nil // running: not ours to kill any more
+	return nil
+}

@@ -1,0 +1,319 @@
+package ckpt
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
+)
+
+// blobSink receives a blob's contents while the image streams in: deleted
+// files go straight into an unlinked file, pipe buffers into memory.
+type blobSink struct {
+	f      *os.File
+	data   []byte
+	poured bool // pipe buffer written back
+}
+
+func (rs *restorer) fileForBlob(id uint32) (int, *File) {
+	for i := range rs.cp.Files {
+		if rs.cp.Files[i].Blob == id {
+			return i, &rs.cp.Files[i]
+		}
+	}
+	return -1, nil
+}
+
+func (rs *restorer) blob(b *image.Blob) error {
+	_, f := rs.fileForBlob(b.ID)
+	if f == nil {
+		return fmt.Errorf("image: blob %d belongs to no file: %w", b.ID, image.ErrCorrupt)
+	}
+	if b.Offset+uint64(len(b.Data)) > uint64(f.Size) {
+		return fmt.Errorf("image: blob %d is larger than its file: %w", b.ID, image.ErrCorrupt)
+	}
+	sink := rs.blobs[b.ID]
+	if sink == nil {
+		sink = &blobSink{}
+		if f.Kind == FileDeleted {
+			tf, err := createDeleted(f.Path)
+			if err != nil {
+				return err
+			}
+			sink.f = tf
+		}
+		rs.blobs[b.ID] = sink
+	}
+	if sink.f != nil {
+		_, err := sink.f.WriteAt(b.Data, int64(b.Offset))
+		return err
+	}
+	if b.Offset != uint64(len(sink.data)) {
+		return fmt.Errorf("image: blob %d out of order: %w", b.ID, image.ErrCorrupt)
+	}
+	sink.data = append(sink.data, b.Data...)
+	return nil
+}
+
+// createDeleted makes an unlinked file to stand for a file that was deleted
+// while open. It is created next to where the original lived, so that it is
+// on the same file system and /proc shows a similar name, or in /tmp.
+func createDeleted(orig string) (*os.File, error) {
+	for _, dir := range []string{filepath.Dir(orig), os.TempDir()} {
+		f, err := os.CreateTemp(dir, "."+filepath.Base(orig)+".relocate-")
+		if err != nil {
+			continue
+		}
+		if err := os.Remove(f.Name()); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("cannot create a file to hold deleted %s", orig)
+}
+
+// openFiles creates every file description in the restorer and returns
+// their descriptors by index.
+func (rs *restorer) openFiles() ([]int, error) {
+	fds := make([]int, len(rs.cp.Files))
+	for i := range fds {
+		fds[i] = -1
+	}
+	pipes := map[uint64][2]int{}
+	for i, f := range rs.cp.Files {
+		fd, err := rs.openFile(f, pipes)
+		if err != nil {
+			return nil, &FDError{PID: rs.p.PID, FD: rs.fdOf(i), What: describe(f), Err: err}
+		}
+		rs.toClose = append(rs.toClose, fd)
+		fds[i] = fd
+	}
+	return fds, nil
+}
+
+func (rs *restorer) fdOf(file int) int {
+	for _, fd := range rs.p.FDs {
+		if fd.File == file {
+			return fd.FD
+		}
+	}
+	return -1
+}
+
+func describe(f File) string {
+	if f.Path != "" {
+		return f.Path
+	}
+	if f.Kind == FilePipe {
+		return fmt.Sprintf("pipe:[%d]", f.Pipe)
+	}
+	return f.Kind
+}
+
+const openMask = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECTORY | unix.O_NOFOLLOW |
+	unix.O_DSYNC | unix.O_SYNC | unix.O_NOATIME | unix.O_LARGEFILE | unix.O_PATH | unix.O_DIRECT
+
+func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
+	flags := f.Flags&openMask | unix.O_CLOEXEC
+	switch f.Kind {
+	case FileRegular, FileDir, FileDevice:
+		fd, err := unix.Open(f.Path, flags, 0)
+		if err != nil {
+			return -1, err
+		}
+		if f.Kind == FileRegular && f.Pos != 0 {
+			if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+		return fd, nil
+	case FileDeleted:
+		sink := rs.blobs[f.Blob]
+		var src *os.File
+		if sink != nil {
+			src = sink.f
+		} else if f.Size == 0 {
+			tf, err := createDeleted(f.Path)
+			if err != nil {
+				return -1, err
+			}
+			rs.blobs[f.Blob] = &blobSink{f: tf}
+			src = tf
+		} else {
+			return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
+		}
+		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", src.Fd()), flags&^unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return -1, err
+		}
+		if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, nil
+	case FilePipe:
+		ends, ok := pipes[f.Pipe]
+		if !ok {
+			var p [2]int
+			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+				return -1, err
+			}
+			rs.toClose = append(rs.toClose, p[0], p[1])
+			ends = p
+			pipes[f.Pipe] = ends
+		}
+		end := ends[0]
+		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+			end = ends[1]
+		}
+		if err := rs.fillPipe(ends[1], f); err != nil {
+			return -1, err
+		}
+		// A new description per end (reopen through /proc) so that the
+		// status flags of the two ends stay independent.
+		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", end), flags, 0)
+		if err != nil {
+			return -1, err
+		}
+		return fd, nil
+	case FileFIFO:
+		// Hold the FIFO open for reading and writing, so opening either end
+		// neither blocks nor fails.
+		holder, err := unix.Open(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, err
+		}
+		rs.toClose = append(rs.toClose, holder)
+		fd, err := unix.Open(f.Path, flags|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return -1, err
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, f.Flags&openMask&^unix.O_ACCMODE); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		if err := rs.fillPipe(holder, f); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+		return fd, nil
+	}
+	return -1, fmt.Errorf("file kind %q: %w", f.Kind, ErrUnsupported)
+}
+
+// fillPipe writes a pipe's saved buffer into its write end, once.
+func (rs *restorer) fillPipe(w int, f File) error {
+	if f.Blob == 0 {
+		return nil
+	}
+	sink := rs.blobs[f.Blob]
+	if sink == nil || int64(len(sink.data)) != f.Size {
+		return fmt.Errorf("buffered bytes missing from the image: %w", image.ErrCorrupt)
+	}
+	if sink.poured {
+		return nil
+	}
+	sink.poured = true
+	if size, err := unix.FcntlInt(uintptr(w), unix.F_GETPIPE_SZ, 0); err == nil && size < len(sink.data) {
+		if _, err := unix.FcntlInt(uintptr(w), unix.F_SETPIPE_SZ, len(sink.data)); err != nil {
+			return err
+		}
+	}
+	for data := sink.data; len(data) > 0; {
+		n, err := unix.Write(w, data)
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// installFiles gives the process its descriptors at their numbers.
+func (rs *restorer) installFiles(L *remote, pidfd int) error {
+	local, err := rs.openFiles()
+	if err != nil {
+		return err
+	}
+	// Park the pidfd above every descriptor number the process uses.
+	park := uint64(3)
+	for _, fd := range rs.p.FDs {
+		park = max(park, uint64(fd.FD)+1)
+	}
+	var nofile uint64 = 1 << 20
+	for _, l := range rs.p.Rlimits {
+		if l.Resource == unix.RLIMIT_NOFILE {
+			nofile = max(l.Max, park+1)
+		}
+	}
+	// Room for every number while installing; the real limits come later.
+	if err := unix.Prlimit(rs.p.PID, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: nofile, Max: nofile}, nil); err != nil {
+		return fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
+	}
+	if _, err := L.call(unix.SYS_DUP3, uint64(pidfd), park, unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	if _, err := L.call(unix.SYS_CLOSE, uint64(pidfd)); err != nil {
+		return err
+	}
+	for _, fd := range rs.p.FDs {
+		t, err := L.call(unix.SYS_PIDFD_GETFD, park, uint64(local[fd.File]), 0)
+		if err != nil {
+			return &FDError{PID: rs.p.PID, FD: fd.FD, What: describe(rs.cp.Files[fd.File]), Err: err}
+		}
+		flags := uint64(0)
+		if fd.Cloexec {
+			flags = unix.O_CLOEXEC
+		}
+		if t == uint64(fd.FD) {
+			if !fd.Cloexec {
+				if _, err := L.call(unix.SYS_FCNTL, t, unix.F_SETFD, 0); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if _, err := L.call(unix.SYS_DUP3, t, uint64(fd.FD), flags); err != nil {
+			return &FDError{PID: rs.p.PID, FD: fd.FD, What: describe(rs.cp.Files[fd.File]), Err: err}
+		}
+		if _, err := L.call(unix.SYS_CLOSE, t); err != nil {
+			return err
+		}
+	}
+	_, err = L.call(unix.SYS_CLOSE, park)
+	return err
+}
+
+// missingCPUFlags lists instruction-set features the image's CPU had and
+// this one lacks. Only flags that user space can act on are compared.
+func missingCPUFlags(image, here []string) []string {
+	have := map[string]bool{}
+	for _, f := range here {
+		have[f] = true
+	}
+	var out []string
+	for _, f := range image {
+		if have[f] || !userVisibleFlag(f) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func userVisibleFlag(f string) bool {
+	for _, p := range []string{"sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "adx", "aes", "sha",
+		"popcnt", "movbe", "lzcnt", "abm", "pclmulqdq", "vpclmulqdq", "gfni", "vaes", "rdrand", "rdseed",
+		"xsave", "cx16", "erms", "fsrm", "clflushopt", "clwb", "rdpid", "pku", "waitpkg"} {
+		if strings.HasPrefix(f, p) {
+			return true
+		}
+	}
+	return false
+}

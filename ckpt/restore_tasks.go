@@ -1,0 +1,236 @@
+package ckpt
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Linux constants missing from x/sys.
+const (
+	prTimerCreateRestoreIDs = 77 // PR_TIMER_CREATE_RESTORE_IDS, include/uapi/linux/prctl.h (6.15+)
+	sigevSignal             = 0  // SIGEV_SIGNAL
+	sigevNone               = 1  // SIGEV_NONE
+	sigevThreadID           = 4  // SIGEV_THREAD_ID
+	ssOnStack               = 1  // SS_ONSTACK
+	ssDisable               = 2  // SS_DISABLE
+)
+
+// restoreTasks restores per-thread and per-process state by injection.
+func (rs *restorer) restoreTasks(L *remote) error {
+	p := rs.p
+	le := binary.LittleEndian
+	for i, t := range p.Threads {
+		r := rs.threads[i]
+		if _, err := r.call(unix.SYS_SET_TID_ADDRESS, t.ClearChildTID); err != nil {
+			return err
+		}
+		if t.RobustHead != 0 {
+			if _, err := r.call(unix.SYS_SET_ROBUST_LIST, t.RobustHead, t.RobustLen); err != nil {
+				return err
+			}
+		}
+		if t.Rseq.Ptr != 0 {
+			if _, err := r.call(unix.SYS_RSEQ, t.Rseq.Ptr, uint64(t.Rseq.Len), 0, uint64(t.Rseq.Sig)); err != nil {
+				return fmt.Errorf("thread %d: rseq: %w", t.TID, err)
+			}
+		}
+		if t.AltStack.Flags&ssDisable == 0 {
+			b := make([]byte, 24)
+			le.PutUint64(b, t.AltStack.SP)
+			le.PutUint32(b[8:], uint32(t.AltStack.Flags&^ssOnStack))
+			le.PutUint64(b[16:], t.AltStack.Size)
+			addr, err := r.poke(0, b)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(unix.SYS_SIGALTSTACK, addr, 0); err != nil {
+				return fmt.Errorf("thread %d: sigaltstack: %w", t.TID, err)
+			}
+		}
+		if t.Comm != "" {
+			name := t.Comm
+			if len(name) > 15 { // TASK_COMM_LEN - 1
+				name = name[:15]
+			}
+			addr, err := r.pokeString(0, name)
+			if err != nil {
+				return err
+			}
+			if _, err := r.call(unix.SYS_PRCTL, unix.PR_SET_NAME, addr); err != nil {
+				return fmt.Errorf("thread %d: set name: %w", t.TID, err)
+			}
+		}
+	}
+	for _, a := range p.SigActions {
+		b := make([]byte, 32)
+		le.PutUint64(b, a.Handler)
+		le.PutUint64(b[8:], a.Flags)
+		le.PutUint64(b[16:], a.Restorer)
+		le.PutUint64(b[24:], a.Mask)
+		addr, err := L.poke(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_RT_SIGACTION, uint64(a.Sig), addr, 0, sigsetSize); err != nil {
+			return fmt.Errorf("sigaction %d: %w", a.Sig, err)
+		}
+	}
+	if _, err := L.call(unix.SYS_UMASK, uint64(p.Umask)); err != nil {
+		return err
+	}
+	cwd, err := L.pokeString(0, p.Cwd)
+	if err != nil {
+		return err
+	}
+	if _, err := L.call(unix.SYS_CHDIR, cwd); err != nil {
+		return &ProcessError{PID: p.PID, Err: fmt.Errorf("working directory %s: %w", p.Cwd, err)}
+	}
+	for which, it := range p.ITimers {
+		if it.ValueUS == 0 && it.IntervalUS == 0 {
+			continue
+		}
+		b := make([]byte, 32)
+		le.PutUint64(b, uint64(it.IntervalUS/1e6))
+		le.PutUint64(b[8:], uint64(it.IntervalUS%1e6))
+		le.PutUint64(b[16:], uint64(it.ValueUS/1e6))
+		le.PutUint64(b[24:], uint64(it.ValueUS%1e6))
+		addr, err := L.poke(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_SETITIMER, uint64(which), addr, 0); err != nil {
+			return err
+		}
+	}
+	if err := rs.restoreTimers(L); err != nil {
+		return err
+	}
+	if err := rs.restoreCreds(L); err != nil {
+		return err
+	}
+	// Pending signals last: everything is blocked until resume.
+	for _, si := range p.SharedPending {
+		addr, err := L.poke(0, si[:])
+		if err != nil {
+			return err
+		}
+		sig := le.Uint32(si[:])
+		if _, err := L.call(unix.SYS_RT_SIGQUEUEINFO, uint64(p.PID), uint64(sig), addr); err != nil {
+			return fmt.Errorf("requeue signal %d: %w", sig, err)
+		}
+	}
+	for _, t := range p.Threads {
+		for _, si := range t.Pending {
+			addr, err := L.poke(0, si[:])
+			if err != nil {
+				return err
+			}
+			sig := le.Uint32(si[:])
+			if _, err := L.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
+				return fmt.Errorf("requeue signal %d for thread %d: %w", sig, t.TID, err)
+			}
+		}
+	}
+	for _, l := range p.Rlimits {
+		if err := unix.Prlimit(p.PID, l.Resource, &unix.Rlimit{Cur: l.Cur, Max: l.Max}, nil); err != nil {
+			return fmt.Errorf("prlimit resource %d: %w", l.Resource, err)
+		}
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.PID), []byte(strconv.Itoa(p.OOMScoreAdj)), 0); err != nil {
+		return err
+	}
+	return nil
+}
+
+// restoreTimers recreates POSIX timers with their ids.
+func (rs *restorer) restoreTimers(L *remote) error {
+	if len(rs.p.Timers) == 0 {
+		return nil
+	}
+	le := binary.LittleEndian
+	if _, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 1); err != nil {
+		return fmt.Errorf("POSIX timers need PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15): %w", ErrUnsupported)
+	}
+	for _, t := range rs.p.Timers {
+		sev := make([]byte, 64) // struct sigevent
+		le.PutUint64(sev, t.SigevValue)
+		le.PutUint32(sev[8:], uint32(t.Signal))
+		switch t.Notify {
+		case "thread":
+			le.PutUint32(sev[12:], sigevThreadID)
+			le.PutUint32(sev[16:], uint32(t.NotifyTID))
+		case "none":
+			le.PutUint32(sev[12:], sigevNone)
+		default:
+			le.PutUint32(sev[12:], sigevSignal)
+		}
+		sevAddr, err := L.poke(0, sev)
+		if err != nil {
+			return err
+		}
+		id := make([]byte, 4)
+		le.PutUint32(id, uint32(t.ID))
+		idAddr, err := L.poke(64, id)
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_TIMER_CREATE, uint64(t.ClockID), sevAddr, idAddr); err != nil {
+			return fmt.Errorf("timer_create id %d: %w", t.ID, err)
+		}
+		if t.ValueNS == 0 {
+			continue
+		}
+		its := make([]byte, 32)
+		le.PutUint64(its, uint64(t.IntervalNS/1e9))
+		le.PutUint64(its[8:], uint64(t.IntervalNS%1e9))
+		le.PutUint64(its[16:], uint64(t.ValueNS/1e9))
+		le.PutUint64(its[24:], uint64(t.ValueNS%1e9))
+		itsAddr, err := L.poke(128, its)
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_TIMER_SETTIME, uint64(t.ID), 0, itsAddr, 0); err != nil {
+			return fmt.Errorf("timer_settime id %d: %w", t.ID, err)
+		}
+	}
+	_, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 0)
+	return err
+}
+
+// restoreCreds drops to the process's credentials (the stub runs as root).
+func (rs *restorer) restoreCreds(L *remote) error {
+	c := rs.p.Creds
+	if c.UID == [4]int{} && c.GID == [4]int{} && len(c.Groups) == 0 {
+		return nil
+	}
+	le := binary.LittleEndian
+	groups := make([]byte, 4*len(c.Groups))
+	for i, g := range c.Groups {
+		le.PutUint32(groups[4*i:], uint32(g))
+	}
+	if len(groups) > scratchLen {
+		return errors.New("too many supplementary groups")
+	}
+	addr := L.scratch()
+	if len(groups) > 0 {
+		var err error
+		if addr, err = L.poke(0, groups); err != nil {
+			return err
+		}
+	}
+	if _, err := L.call(unix.SYS_SETGROUPS, uint64(len(c.Groups)), addr); err != nil {
+		return err
+	}
+	if _, err := L.call(unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
+		return err
+	}
+	if _, err := L.call(unix.SYS_SETRESUID, uint64(c.UID[0]), uint64(c.UID[1]), uint64(c.UID[2])); err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,333 @@
+package ckpt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/mem"
+	"github.com/relocate/relocate/ckpt/proc"
+	"github.com/relocate/relocate/ckpt/ptrace"
+)
+
+// Linux constants missing from x/sys.
+const (
+	prGetTidAddress = 40 // PR_GET_TID_ADDRESS, include/uapi/linux/prctl.h
+	sigsetSize      = 8
+	xstateBufSize   = 16384 // larger than any XSAVE area (AMX included)
+)
+
+// collectProcess reads all state of the frozen process.
+// Precondition: called on the tracer thread, d.tasks frozen.
+func (d *dumper) collectProcess() (*Process, error) {
+	pid := d.pid
+	read := func(name string) ([]byte, error) { return d.fs.Read(pid, name) }
+	statB, err := read("stat")
+	if err != nil {
+		return nil, err
+	}
+	st, err := proc.ParseStat(statB)
+	if err != nil {
+		return nil, err
+	}
+	statusB, err := read("status")
+	if err != nil {
+		return nil, err
+	}
+	status, err := proc.ParseStatus(statusB)
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{
+		PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm,
+		Umask: status.Umask,
+		Creds: Creds{UID: status.UID, GID: status.GID, Groups: status.Groups,
+			CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff,
+			CapBnd: status.CapBnd, CapAmb: status.CapAmb, NoNewPrivs: status.NoNewPrivs},
+		MM: MM{StartCode: st.StartCode, EndCode: st.EndCode, StartData: st.StartData,
+			EndData: st.EndData, StartBrk: st.StartBrk, StartStack: st.StartStack,
+			ArgStart: st.ArgStart, ArgEnd: st.ArgEnd, EnvStart: st.EnvStart, EnvEnd: st.EnvEnd},
+	}
+	if p.Exe, err = d.fs.Readlink(pid, "exe"); err != nil {
+		return nil, err
+	}
+	p.Exe = strings.TrimSuffix(p.Exe, " (deleted)")
+	p.ExeFile = fileID(p.Exe)
+	if p.Cwd, err = d.fs.Readlink(pid, "cwd"); err != nil {
+		return nil, err
+	}
+	if p.Root, err = d.fs.Readlink(pid, "root"); err != nil {
+		return nil, err
+	}
+	if p.Root != "/" {
+		return nil, &ProcessError{PID: pid, Err: fmt.Errorf("chroot %s: %w", p.Root, ErrUnsupported)}
+	}
+	if b, err := read("cmdline"); err == nil {
+		p.Cmdline = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	}
+	if b, err := read("auxv"); err == nil {
+		aux, err := proc.ParseAuxv(b)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range aux {
+			p.MM.Auxv = append(p.MM.Auxv, a.Type, a.Value)
+		}
+		p.MM.Auxv = append(p.MM.Auxv, 0, 0)
+	}
+	if b, err := read("personality"); err == nil {
+		p.Personality, _ = strconv.ParseUint(strings.TrimSpace(string(b)), 16, 64)
+	}
+	if b, err := read("oom_score_adj"); err == nil {
+		p.OOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	for res := 0; res < 16; res++ { // RLIM_NLIMITS
+		var lim unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &lim); err != nil {
+			return nil, fmt.Errorf("prlimit pid %d resource %d: %w", pid, res, err)
+		}
+		p.Rlimits = append(p.Rlimits, Rlimit{Resource: res, Cur: lim.Cur, Max: lim.Max})
+	}
+	if err := d.collectMemory(p); err != nil {
+		return nil, err
+	}
+	d.files = newFileTable()
+	if err := d.collectFDs(p); err != nil {
+		return nil, err
+	}
+	if err := d.files.checkPipes(p); err != nil {
+		return nil, err
+	}
+	if shared, err := ptrace.PeekSigInfo(pid, true); err != nil {
+		return nil, err
+	} else {
+		for _, si := range shared {
+			p.SharedPending = append(p.SharedPending, SigInfo(si))
+		}
+	}
+	for _, tid := range d.tids() {
+		t, err := d.collectThread(tid)
+		if err != nil {
+			return nil, err
+		}
+		p.Threads = append(p.Threads, *t)
+	}
+	if err := d.injectQueries(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// collectThread reads a thread's state from outside.
+func (d *dumper) collectThread(tid int) (*Thread, error) {
+	ft := d.tasks[tid]
+	regs, err := ptrace.GetRegs(tid)
+	if err != nil {
+		return nil, err
+	}
+	ft.regs = regs
+	if ft.mask, err = ptrace.GetSigMask(tid); err != nil {
+		return nil, err
+	}
+	t := &Thread{TID: tid, Regs: imageRegs(regs), SigMask: ft.mask}
+	x, err := ptrace.GetRegSet(tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
+	if err != nil {
+		return nil, err
+	}
+	t.XState = bytes.Clone(x)
+	pend, err := ptrace.PeekSigInfo(tid, false)
+	if err != nil {
+		return nil, err
+	}
+	for _, si := range pend {
+		t.Pending = append(t.Pending, SigInfo(si))
+	}
+	if t.Rseq, err = ptrace.GetRseq(tid); err != nil {
+		return nil, err
+	}
+	if t.RobustHead, t.RobustLen, err = ptrace.GetRobustList(tid); err != nil {
+		return nil, err
+	}
+	if b, err := d.fs.ReadTask(d.pid, tid, "comm"); err == nil {
+		t.Comm = strings.TrimSuffix(string(b), "\n")
+	}
+	return t, nil
+}
+
+// injector runs syscalls inside one frozen thread through a syscall
+// instruction of the vDSO, with a small scratch area on the thread's stack
+// below the red zone for results; the scratch bytes are put back afterwards.
+type injector struct {
+	d       *dumper
+	t       *frozenTask
+	ip      uint64
+	scratch uint64
+	saved   []byte
+}
+
+const scratchSize = 256
+
+func (d *dumper) newInjector(tid int, ip uint64) (*injector, error) {
+	t := d.tasks[tid]
+	in := &injector{d: d, t: t, ip: ip}
+	in.scratch = (regsSP(&t.regs) - 1024) &^ 63
+	in.saved = make([]byte, scratchSize)
+	if err := mem.ReadRuns(d.pid, [][]byte{in.saved}, []mem.Range{{Start: in.scratch, End: in.scratch + scratchSize}}); err != nil {
+		return nil, fmt.Errorf("thread %d: stack below sp is not usable for injection: %w", tid, err)
+	}
+	// Block every signal while injecting: a pending one would be delivered
+	// instead of running our syscall.
+	t.dirty = true
+	if err := ptrace.SetSigMask(tid, ^uint64(0)); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *injector) call(nr uint64, args ...uint64) (uint64, error) {
+	return ptrace.InjectSyscallStop(in.t.tid, &in.t.regs, in.ip, nr, args...)
+}
+
+func (in *injector) read(n int) ([]byte, error) {
+	b := make([]byte, n)
+	err := mem.ReadRuns(in.d.pid, [][]byte{b}, []mem.Range{{Start: in.scratch, End: in.scratch + uint64(n)}})
+	return b, err
+}
+
+// finish puts back the scratch bytes, the mask and the registers.
+func (in *injector) finish() error {
+	if err := mem.WriteRuns(in.d.pid, [][]byte{in.saved}, []mem.Range{{Start: in.scratch, End: in.scratch + scratchSize}}); err != nil {
+		return err
+	}
+	if err := ptrace.SetSigMask(in.t.tid, in.t.mask); err != nil {
+		return err
+	}
+	if err := ptrace.Rearm(in.t.tid, &in.t.regs); err != nil {
+		return err
+	}
+	in.t.dirty = false
+	return nil
+}
+
+// injectQueries collects the state only the task itself can report.
+func (d *dumper) injectQueries(p *Process) error {
+	ip, err := d.findSyscallInsn(p)
+	if err != nil {
+		return err
+	}
+	le := binary.LittleEndian
+	for i := range p.Threads {
+		th := &p.Threads[i]
+		in, err := d.newInjector(th.TID, ip)
+		if err != nil {
+			return err
+		}
+		if _, err := in.call(unix.SYS_SIGALTSTACK, 0, in.scratch); err != nil {
+			return err
+		}
+		b, err := in.read(24)
+		if err != nil {
+			return err
+		}
+		th.AltStack = AltStack{SP: le.Uint64(b), Flags: int32(le.Uint32(b[8:])), Size: le.Uint64(b[16:])}
+		if _, err := in.call(unix.SYS_PRCTL, prGetTidAddress, in.scratch); err != nil {
+			return err
+		}
+		if b, err = in.read(8); err != nil {
+			return err
+		}
+		th.ClearChildTID = le.Uint64(b)
+
+		if th.TID == p.PID {
+			if err := d.injectProcessQueries(p, in); err != nil {
+				return err
+			}
+		}
+		if err := in.finish(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
+	le := binary.LittleEndian
+	for sig := 1; sig <= 64; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if _, err := in.call(unix.SYS_RT_SIGACTION, uint64(sig), 0, in.scratch, sigsetSize); err != nil {
+			return err
+		}
+		b, err := in.read(32)
+		if err != nil {
+			return err
+		}
+		a := SigAction{Sig: sig, Handler: le.Uint64(b), Flags: le.Uint64(b[8:]), Restorer: le.Uint64(b[16:]), Mask: le.Uint64(b[24:])}
+		if a.Handler != 0 || a.Flags != 0 || a.Mask != 0 {
+			p.SigActions = append(p.SigActions, a)
+		}
+	}
+	brk, err := in.call(unix.SYS_BRK, 0)
+	if err != nil {
+		return err
+	}
+	p.MM.Brk = brk
+	for which := 0; which < 3; which++ {
+		if _, err := in.call(unix.SYS_GETITIMER, uint64(which), in.scratch); err != nil {
+			return err
+		}
+		b, err := in.read(32)
+		if err != nil {
+			return err
+		}
+		p.ITimers[which] = ITimer{
+			IntervalUS: int64(le.Uint64(b))*1e6 + int64(le.Uint64(b[8:])),
+			ValueUS:    int64(le.Uint64(b[16:]))*1e6 + int64(le.Uint64(b[24:])),
+		}
+	}
+	tb, err := d.fs.Read(p.PID, "timers")
+	if err != nil {
+		return err
+	}
+	timers, err := proc.ParseTimers(tb)
+	if err != nil {
+		return err
+	}
+	for _, t := range timers {
+		pt := PosixTimer{ID: t.ID, ClockID: t.ClockID, Signal: t.Signal, SigevValue: t.SigevValue, Notify: t.Notify, NotifyTID: t.NotifyTID}
+		if _, err := in.call(unix.SYS_TIMER_GETTIME, uint64(t.ID), in.scratch); err != nil {
+			return err
+		}
+		b, err := in.read(32)
+		if err != nil {
+			return err
+		}
+		pt.IntervalNS = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
+		pt.ValueNS = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
+		p.Timers = append(p.Timers, pt)
+	}
+	return nil
+}
+
+// findSyscallInsn returns the address of a syscall instruction in the
+// process's vDSO (the vDSO's fallback paths contain several).
+func (d *dumper) findSyscallInsn(p *Process) (uint64, error) {
+	for _, v := range p.VMAs {
+		if v.Name != "[vdso]" {
+			continue
+		}
+		b := make([]byte, v.End-v.Start)
+		if err := mem.ReadRuns(d.pid, [][]byte{b}, []mem.Range{{Start: v.Start, End: v.End}}); err != nil {
+			return 0, err
+		}
+		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
+			return v.Start + uint64(i), nil
+		}
+	}
+	return 0, &ProcessError{PID: d.pid, Err: fmt.Errorf("no vDSO with a syscall instruction: %w", ErrUnsupported)}
+}

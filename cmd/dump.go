@@ -1,0 +1,146 @@
+package cmd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/relocate/relocate/ckpt"
+)
+
+type dumpOptions struct {
+	output       string
+	leaveRunning bool
+	json         bool
+}
+
+func (o *dumpOptions) AddFlags(c *cobra.Command) {
+	c.Flags().StringVarP(&o.output, "output", "o", "", "write the image to `FILE` (- for stdout)")
+	c.Flags().BoolVar(&o.leaveRunning, "leave-running", false, "resume the process after the dump instead of killing it")
+	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary (on stderr when the image goes to stdout)")
+	_ = c.MarkFlagRequired("output")
+}
+
+func newDumpCmd(g *globals) *cobra.Command {
+	var o dumpOptions
+	c := &cobra.Command{
+		Use:   "dump PID -o FILE|-",
+		Short: "checkpoint a process to a file or stdout",
+		Long: `dump freezes every thread of PID, writes its state as an image, and kills it
+once the image is completely written (or resumes it with --leave-running).
+If anything fails the process is resumed untouched.
+
+The image holds the process's memory, secrets included; files are created
+with mode 0600.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return runDump(c, g, &o, args[0]) },
+	}
+	o.AddFlags(c)
+	return c
+}
+
+func parsePID(s string) (int, error) {
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return 0, usageError{fmt.Errorf("%q is not a process ID", s)}
+	}
+	return pid, nil
+}
+
+func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err error) {
+	pid, err := parsePID(pidArg)
+	if err != nil {
+		return err
+	}
+	var out io.Writer = os.Stdout
+	if o.output == "-" {
+		if term.IsTerminal(int(os.Stdout.Fd())) {
+			return usageError{errors.New("refusing to write an image to a terminal; redirect stdout or use -o FILE")}
+		}
+	} else {
+		f, finish, cerr := createAtomic(o.output)
+		if cerr != nil {
+			return cerr
+		}
+		defer func() { err = errors.Join(err, finish(err == nil)) }()
+		out = f
+	}
+	p := &ckpt.Progress{}
+	stop := showProgress(p, g.quiet)
+	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
+		LeaveRunning: o.leaveRunning, Progress: p, Producer: "relocate " + version()})
+	stop()
+	if err != nil {
+		return err
+	}
+	if o.json {
+		w := c.OutOrStdout()
+		if o.output == "-" {
+			w = c.ErrOrStderr()
+		}
+		return json.NewEncoder(w).Encode(res)
+	}
+	if !g.quiet {
+		fate := "killed"
+		if !res.Killed {
+			fate = "left running"
+		}
+		rate := ""
+		if s := res.Frozen.Seconds(); s > 0 {
+			rate = fmt.Sprintf(", %s/s", bytesIEC(int64(float64(res.BytesRaw)/s)))
+		}
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%d threads): %s of memory, %s stored, frozen %d ms%s; process %s\n",
+			res.PID, res.Threads, bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
+	}
+	return nil
+}
+
+// createAtomic creates a temporary file next to path (mode 0600); finish
+// renames it into place on success and removes it otherwise, so a failed
+// dump never leaves a partial image nor destroys an older one.
+func createAtomic(path string) (*os.File, func(ok bool) error, error) {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, nil, fmt.Errorf("%s is a directory", path)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create image: %w", err)
+	}
+	finish := func(ok bool) error {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+			return nil
+		}
+		if err := f.Close(); err != nil {
+			os.Remove(f.Name())
+			return fmt.Errorf("write image: %w", err)
+		}
+		if err := os.Rename(f.Name(), path); err != nil {
+			os.Remove(f.Name())
+			return fmt.Errorf("write image: %w", err)
+		}
+		return nil
+	}
+	return f, finish, nil
+}
+
+func bytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

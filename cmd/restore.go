@@ -1,0 +1,79 @@
+package cmd
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relocate/relocate/ckpt"
+)
+
+type restoreOptions struct {
+	json bool
+}
+
+func (o *restoreOptions) AddFlags(c *cobra.Command) {
+	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary instead of the PID")
+}
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var o restoreOptions
+	c := &cobra.Command{
+		Use:   "restore FILE|-",
+		Short: "restart a process from an image, with its original PID",
+		Long: `restore reads an image (from FILE, or stdin with -), rebuilds the process with
+its original PID and thread IDs, and lets it run detached from relocate. It
+prints the PID. The whole image is verified before the process runs: a
+truncated or corrupted image leaves nothing behind.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error { return runRestore(c, g, &o, args[0]) },
+	}
+	o.AddFlags(c)
+	return c
+}
+
+// openImage opens FILE or stdin for reading.
+func openImage(name string) (io.ReadCloser, error) {
+	if name == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	fi, err := os.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s is a directory, not an image", name)
+	}
+	return os.Open(name)
+}
+
+func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) error {
+	f, err := openImage(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	p := &ckpt.Progress{}
+	stop := showProgress(p, g.quiet)
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p})
+	stop()
+	if err != nil {
+		return err
+	}
+	if o.json {
+		return json.NewEncoder(c.OutOrStdout()).Encode(struct {
+			*ckpt.RestoreResult
+			DurationMS int64 `json:"duration_ms"`
+		}{res, res.Duration.Milliseconds()})
+	}
+	fmt.Fprintln(c.OutOrStdout(), res.PID)
+	if !g.quiet {
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: restored pid %d (%d threads), %s of memory in %d ms\n",
+			res.PID, res.Threads, bytesIEC(res.Pages*4096), res.Duration.Milliseconds())
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+// Package cmd holds relocate's cobra commands: flags, output and exit codes.
+// No engine logic lives here; only this package talks to the user.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/ckpt/image"
+)
+
+// Exit codes (documented in the README).
+const (
+	ExitOK          = 0
+	ExitError       = 1   // the operation failed; nothing was changed
+	ExitUsage       = 2   // bad command line
+	ExitInterrupted = 130 // SIGINT or SIGTERM; everything was rolled back
+)
+
+// Version and Commit are stamped at build time with -ldflags "-X .../cmd.Version=...".
+var (
+	Version = ""
+	Commit  = ""
+)
+
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// globals are the flags every command has.
+type globals struct {
+	quiet bool
+	json  bool
+}
+
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+
+// Main runs relocate with os.Args and returns the process exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var g globals
+	root := &cobra.Command{
+		Use:   "relocate",
+		Short: "checkpoint a running Linux process and restore it, here or on another host",
+		Long: `relocate freezes a running process, writes its whole state as one stream
+(a file, stdout or another host), and restores it with the same PID.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       version(),
+	}
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newVersionCmd())
+	root.SetContext(ctx)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	return report(os.Stderr, err, ctx.Err() != nil)
+}
+
+// report prints err in relocate's voice and returns the exit code.
+func report(w io.Writer, err error, interrupted bool) int {
+	var ue usageError
+	switch {
+	case errors.As(err, &ue) || isCobraUsage(err):
+		fmt.Fprintf(w, "relocate: error: %v\nrelocate: hint: see 'relocate --help'\n", err)
+		return ExitUsage
+	case interrupted || errors.Is(err, context.Canceled):
+		fmt.Fprintln(w, "relocate: error: interrupted; nothing was changed")
+		return ExitInterrupted
+	}
+	fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
+	if h := hint(err); h != "" {
+		fmt.Fprintf(w, "relocate: hint: %s\n", h)
+	}
+	return ExitError
+}
+
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument"} {
+		if len(s) >= len(p) && s[:len(p)] == p {
+			return true
+		}
+	}
+	return false
+}
+
+// oneLine keeps an error on one line (joined errors are separated by "; ").
+func oneLine(err error) string {
+	b := []byte(err.Error())
+	for i, c := range b {
+		if c == '\n' {
+			b[i] = ';'
+		}
+	}
+	return string(b)
+}
+
+func hint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EPERM) && os.Geteuid() != 0:
+		return "relocate needs root (ptrace, pidfd_getfd, clone3 with set_tid): run it with sudo"
+	case errors.Is(err, ckpt.ErrPIDTaken):
+		return "end the process that holds it, or wait for the PID to be free"
+	case errors.Is(err, image.ErrTruncated):
+		return "the image is incomplete: was the dump interrupted or the copy cut short?"
+	}
+	return ""
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			fmt.Fprintf(c.OutOrStdout(), "relocate %s\n", version())
+			return nil
+		},
+	}
+}
