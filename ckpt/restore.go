@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -144,11 +145,14 @@ func checkHeader(h image.Header) error {
 func precheckRestore(p *Process) error {
 	for _, t := range p.Threads {
 		if err := unix.Kill(t.TID, 0); err == nil || errors.Is(err, unix.EPERM) {
-			what := "pid"
-			if t.TID != p.PID {
-				what = "thread id"
+			holder := "a running process"
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", t.TID)); err == nil {
+				holder = fmt.Sprintf("%q", strings.TrimSpace(string(b)))
 			}
-			return &ProcessError{PID: p.PID, Err: fmt.Errorf("%s %d %w by a running process", what, t.TID, ErrPIDTaken)}
+			if t.TID == p.PID {
+				return fmt.Errorf("pid %d %w by %s", p.PID, ErrPIDTaken, holder)
+			}
+			return &ProcessError{PID: p.PID, Err: fmt.Errorf("thread id %d %w by %s", t.TID, ErrPIDTaken, holder)}
 		}
 	}
 	for _, v := range p.VMAs {

@@ -1,0 +1,37 @@
+/* counter: increments a counter, counts loop rounds (10 ms each) and writes the count to DIR/count every
+ * tenth round. The
+ * check verifies the counter advanced since the last check and matches a
+ * running checksum kept in a second place. */
+#include "proto.h"
+
+static volatile long count;
+static volatile unsigned long long shadow = 7;
+static long last_checked = -1;
+
+static void tick(void) {
+	count++;
+	shadow = shadow * 31 + (unsigned long long)count;
+	if (count % 10)
+		return;
+	char buf[64];
+	snprintf(buf, sizeof buf, "%ld\n", count);
+	proto_write("count", buf);
+}
+
+static void check(char *ok, size_t n) {
+	unsigned long long s = 7;
+	for (long i = 1; i <= count; i++)
+		s = s * 31 + (unsigned long long)i;
+	if (s != shadow)
+		fail("checksum of %ld steps differs", count);
+	if (count <= last_checked)
+		fail("counter stuck at %ld", count);
+	last_checked = count;
+	snprintf(ok, n, "count=%ld", count);
+}
+
+int main(int argc, char **argv) {
+	proto_init(argc, argv);
+	proto_ready(NULL);
+	proto_loop(check, tick);
+}

@@ -1,0 +1,28 @@
+/* sockhold: a counter that also holds a listening TCP socket, which a
+ * checkpoint must refuse while leaving the process running. */
+#include "proto.h"
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+static volatile long count;
+static void tick(void) { count++; }
+static void check(char *ok, size_t n) {
+	long c = count;
+	for (int i = 0; i < 500 && count == c; i++)
+		msleep(10);
+	if (count == c)
+		fail("stuck");
+	snprintf(ok, n, "count=%ld", count);
+}
+
+int main(int argc, char **argv) {
+	proto_init(argc, argv);
+	int s = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 1))
+		return 1;
+	char extra[32];
+	snprintf(extra, sizeof extra, "fd=%d\n", s);
+	proto_ready(extra);
+	proto_loop(check, tick);
+}
