@@ -21,6 +21,9 @@ type fileTable struct {
 	// byIno indexes files by (dev, ino) to find candidates for sharing.
 	byIno map[[2]uint64][]fileRef
 	blobs []blobSource
+	// pipeBlob holds the blob carrying a pipe's or FIFO's buffer, by inode:
+	// every end refers to the one copy.
+	pipeBlob map[uint64]File
 }
 
 type fileRef struct {
@@ -34,7 +37,9 @@ type blobSource struct {
 	data []byte // already read (pipe buffers)
 }
 
-func newFileTable() *fileTable { return &fileTable{byIno: map[[2]uint64][]fileRef{}} }
+func newFileTable() *fileTable {
+	return &fileTable{byIno: map[[2]uint64][]fileRef{}, pipeBlob: map[uint64]File{}}
+}
 
 // Character devices that are the same on every machine (major, minor).
 var portableDevices = map[[2]uint32]bool{
@@ -137,6 +142,10 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
 		} else {
 			f.Kind, f.Path = FileFIFO, link
 		}
+		if seen, ok := d.files.pipeBlob[st.Ino]; ok {
+			f.Blob, f.Size = seen.Blob, seen.Size
+			break
+		}
 		data, err := peekPipe(pidfd, fd, procPath, f.Flags)
 		if err != nil {
 			return fail(link, fmt.Errorf("read buffered bytes: %w", err))
@@ -145,6 +154,7 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
 			f.Size = int64(len(data))
 			f.Blob = d.files.newBlob(blobSource{data: data})
 		}
+		d.files.pipeBlob[st.Ino] = f
 	case unix.S_IFSOCK:
 		return fail(fmt.Sprintf("%s (%s)", link, socketKind(pidfd, fd)), ErrUnsupported)
 	default:

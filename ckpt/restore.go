@@ -234,7 +234,10 @@ func (rs *restorer) run(ctx context.Context) error {
 	if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
 		return err
 	}
-	if rs.leader, err = rs.stub.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
+	// CLONE_PARENT: the process is relocate's child until relocate exits,
+	// so a failed restore reaps it here instead of leaving a zombie that
+	// holds the PID; on success relocate's exit hands it to init.
+	if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
 		return &ProcessError{PID: p.PID, Err: err}
 	}
 	rs.stub.kill()

@@ -264,7 +264,8 @@ func cloneArgs(flags, exitSignal, setTid uint64) []byte {
 }
 
 // clone runs clone3 in r with set_tid = want and returns the new task,
-// stopped at its first stop.
+// stopped at its first stop. A process clone with CLONE_PARENT passes
+// exitSignal 0 and inherits the stub's (SIGCHLD).
 func (r *remote) clone(flags, exitSignal uint64, want int) (*remote, error) {
 	tidArr := make([]byte, 8)
 	binary.LittleEndian.PutUint32(tidArr, uint32(want))
@@ -311,7 +312,7 @@ func (r *remote) clone(flags, exitSignal uint64, want int) (*remote, error) {
 		return nil, err
 	}
 	child := &remote{tid: int(msg), pid: r.pid, code: r.code}
-	if exitSignal != 0 {
+	if flags&unix.CLONE_THREAD == 0 {
 		child.pid = child.tid
 	}
 	if _, err := ptrace.WaitStop(child.tid); err != nil {

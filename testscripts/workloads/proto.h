@@ -82,7 +82,12 @@ static void proto_init(int argc, char **argv) {
 		fprintf(stderr, "usage: %s STATEDIR [args]\n", argv[0]);
 		exit(2);
 	}
-	proto_dir = argv[1];
+	/* Absolute, so that workloads may chdir. */
+	proto_dir = realpath(argv[1], NULL);
+	if (!proto_dir) {
+		perror(argv[1]);
+		exit(2);
+	}
 }
 
 /* fnv1a hashes memory for checksums. */
