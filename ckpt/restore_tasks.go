@@ -80,6 +80,9 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			return fmt.Errorf("sigaction %d: %w", a.Sig, err)
 		}
 	}
+	if _, err := L.call(unix.SYS_PERSONALITY, p.Personality); err != nil {
+		return fmt.Errorf("personality %#x: %w", p.Personality, err)
+	}
 	if _, err := L.call(unix.SYS_UMASK, uint64(p.Umask)); err != nil {
 		return err
 	}

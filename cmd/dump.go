@@ -59,6 +59,9 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	if err != nil {
 		return err
 	}
+	if err := needRoot("dump"); err != nil {
+		return err
+	}
 	var out io.Writer = os.Stdout
 	if o.output == "-" {
 		if term.IsTerminal(int(os.Stdout.Fd())) {

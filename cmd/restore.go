@@ -52,6 +52,9 @@ func openImage(name string) (io.ReadCloser, error) {
 }
 
 func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) error {
+	if err := needRoot("restore"); err != nil {
+		return err
+	}
 	f, err := openImage(name)
 	if err != nil {
 		return err
