@@ -145,10 +145,7 @@ func checkHeader(h image.Header) error {
 func precheckRestore(p *Process) error {
 	for _, t := range p.Threads {
 		if err := unix.Kill(t.TID, 0); err == nil || errors.Is(err, unix.EPERM) {
-			holder := "a running process"
-			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", t.TID)); err == nil {
-				holder = fmt.Sprintf("%q", strings.TrimSpace(string(b)))
-			}
+			holder := pidHolder(t.TID)
 			if t.TID == p.PID {
 				return fmt.Errorf("pid %d %w by %s", p.PID, ErrPIDTaken, holder)
 			}
@@ -169,6 +166,25 @@ func precheckRestore(p *Process) error {
 		}
 	}
 	return nil
+}
+
+// pidHolder describes the task that holds a PID, for error messages.
+func pidHolder(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "a running process"
+	}
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i || j+4 > len(s) {
+		return "a running process"
+	}
+	comm := s[i+1 : j]
+	if s[j+2] == 'Z' {
+		ppid := strings.Fields(s[j+2:])[1]
+		return fmt.Sprintf("a zombie of %q that its parent (pid %s) has not reaped yet", comm, ppid)
+	}
+	return fmt.Sprintf("%q", comm)
 }
 
 type restorer struct {

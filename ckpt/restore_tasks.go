@@ -113,6 +113,20 @@ func (rs *restorer) restoreTasks(L *remote) error {
 	if err := rs.restoreTimers(L); err != nil {
 		return err
 	}
+	// Limits from inside, before the credentials change: afterwards root
+	// without CAP_SYS_RESOURCE may not touch another user's limits.
+	for _, l := range p.Rlimits {
+		b := make([]byte, 16)
+		le.PutUint64(b, l.Cur)
+		le.PutUint64(b[8:], l.Max)
+		addr, err := L.poke(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_PRLIMIT64, 0, uint64(l.Resource), addr, 0); err != nil {
+			return fmt.Errorf("resource limit %d (%d/%d): %w", l.Resource, l.Cur, l.Max, err)
+		}
+	}
 	if err := rs.restoreCreds(L); err != nil {
 		return err
 	}
@@ -137,11 +151,6 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			if _, err := L.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
 				return fmt.Errorf("requeue signal %d for thread %d: %w", sig, t.TID, err)
 			}
-		}
-	}
-	for _, l := range p.Rlimits {
-		if err := unix.Prlimit(p.PID, l.Resource, &unix.Rlimit{Cur: l.Cur, Max: l.Max}, nil); err != nil {
-			return fmt.Errorf("prlimit resource %d: %w", l.Resource, err)
 		}
 	}
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.PID), []byte(strconv.Itoa(p.OOMScoreAdj)), 0); err != nil {

@@ -2,6 +2,7 @@ package ckpt
 
 import (
 	"bytes"
+	"errors"
 	"encoding/binary"
 	"fmt"
 	"strconv"
@@ -85,12 +86,8 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if b, err := read("oom_score_adj"); err == nil {
 		p.OOMScoreAdj, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
-	for res := 0; res < 16; res++ { // RLIM_NLIMITS
-		var lim unix.Rlimit
-		if err := unix.Prlimit(pid, res, nil, &lim); err != nil {
-			return nil, fmt.Errorf("prlimit pid %d resource %d: %w", pid, res, err)
-		}
-		p.Rlimits = append(p.Rlimits, Rlimit{Resource: res, Cur: lim.Cur, Max: lim.Max})
+	if p.Rlimits, err = d.rlimits(); err != nil {
+		return nil, err
 	}
 	if err := d.collectMemory(p); err != nil {
 		return nil, err
@@ -330,4 +327,43 @@ func (d *dumper) findSyscallInsn(p *Process) (uint64, error) {
 		}
 	}
 	return 0, &ProcessError{PID: d.pid, Err: fmt.Errorf("no vDSO with a syscall instruction: %w", ErrUnsupported)}
+}
+
+// rlimits reads the resource limits with prlimit, or from /proc/PID/limits
+// where prlimit is not permitted (another user's process without
+// CAP_SYS_RESOURCE). The file lists the limits in RLIMIT_* order.
+func (d *dumper) rlimits() ([]Rlimit, error) {
+	const nlimits = 16 // RLIM_NLIMITS
+	var out []Rlimit
+	for res := 0; res < nlimits; res++ {
+		var lim unix.Rlimit
+		err := unix.Prlimit(d.pid, res, nil, &lim)
+		if errors.Is(err, unix.EPERM) {
+			return d.rlimitsFromProc(nlimits)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("prlimit pid %d resource %d: %w", d.pid, res, err)
+		}
+		out = append(out, Rlimit{Resource: res, Cur: lim.Cur, Max: lim.Max})
+	}
+	return out, nil
+}
+
+func (d *dumper) rlimitsFromProc(n int) ([]Rlimit, error) {
+	b, err := d.fs.Read(d.pid, "limits")
+	if err != nil {
+		return nil, err
+	}
+	lims, err := proc.ParseLimits(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(lims) != n {
+		return nil, fmt.Errorf("pid %d: /proc limits lists %d limits, want %d", d.pid, len(lims), n)
+	}
+	out := make([]Rlimit, n)
+	for i, l := range lims {
+		out[i] = Rlimit{Resource: i, Cur: l.Soft, Max: l.Hard}
+	}
+	return out, nil
 }
