@@ -1,0 +1,216 @@
+package proc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The seed corpora live in testdata/fuzz/<Name>/: the captured fixtures and
+// the ugly cases of the table tests. Each target checks that a failure is a
+// well-formed *ParseError and that a success obeys the format's invariants.
+
+func checkErr(t *testing.T, file string, err error) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	var pe *ParseError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error %v is a %T, not a *ParseError", err, err)
+	}
+	if pe.File != file || pe.Line < 0 || pe.Err == nil || len(pe.Text) > maxErrText+3 {
+		t.Fatalf("malformed ParseError %+v", pe)
+	}
+	_ = pe.Error()
+}
+
+// formatMapping prints m as show_map_vma would.
+func formatMapping(m Mapping) string {
+	perms := []byte("---p")
+	if m.Read {
+		perms[0] = 'r'
+	}
+	if m.Write {
+		perms[1] = 'w'
+	}
+	if m.Exec {
+		perms[2] = 'x'
+	}
+	if m.Shared {
+		perms[3] = 's'
+	}
+	path := m.Path
+	if m.Deleted {
+		path += deletedSuffix
+	}
+	return fmt.Sprintf("%08x-%08x %s %08x %02x:%02x %d %s\n", m.Start, m.End, perms, m.Offset, m.Major, m.Minor, m.Inode, path)
+}
+
+func checkMappings(t *testing.T, ms []Mapping) {
+	t.Helper()
+	for _, m := range ms {
+		if m.Start > m.End || m.Size() != m.End-m.Start {
+			t.Fatalf("bad range %+v", m)
+		}
+		if strings.Contains(m.Path, "\n") || strings.HasPrefix(m.Path, " ") {
+			t.Fatalf("bad path %q", m.Path)
+		}
+		if !m.Deleted && strings.HasSuffix(m.Path, deletedSuffix) {
+			t.Fatalf("path %q keeps its suffix", m.Path)
+		}
+		if m.Rss%1024 != 0 || m.Anonymous%1024 != 0 || m.Swap%1024 != 0 {
+			t.Fatalf("sizes not in kB: %+v", m)
+		}
+		for _, f := range m.VmFlags {
+			if f == "" || strings.ContainsAny(f, " \t\n") {
+				t.Fatalf("bad VmFlag %q", f)
+			}
+		}
+		// The header fields survive printing and parsing again.
+		header := m
+		header.VmFlags, header.Rss, header.Anonymous, header.Swap = nil, 0, 0, 0
+		again, err := ParseMaps([]byte(formatMapping(header)))
+		if err != nil || len(again) != 1 || !reflect.DeepEqual(again[0], header) {
+			t.Fatalf("round trip of %+v gave %+v, %v", header, again, err)
+		}
+	}
+}
+
+func FuzzParseMaps(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ms, err := ParseMaps(b)
+		checkErr(t, "maps", err)
+		if err == nil && len(ms) > bytes.Count(b, []byte("\n"))+1 {
+			t.Fatalf("%d mappings from %d lines", len(ms), bytes.Count(b, []byte("\n"))+1)
+		}
+		checkMappings(t, ms)
+	})
+}
+
+func FuzzParseSmaps(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ms, err := ParseSmaps(b)
+		checkErr(t, "smaps", err)
+		checkMappings(t, ms)
+	})
+}
+
+func FuzzParseStat(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseStat(b)
+		checkErr(t, "stat", err)
+		if err != nil {
+			return
+		}
+		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if s.Comm != string(b[open+1:close]) {
+			t.Fatalf("comm %q is not what lies between the first ( and the last )", s.Comm)
+		}
+	})
+}
+
+func FuzzParseStatus(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := ParseStatus(b)
+		checkErr(t, "status", err)
+		if err != nil {
+			return
+		}
+		if s.Fields == nil {
+			t.Fatal("nil Fields")
+		}
+		for k, v := range s.Fields {
+			if k == "" || strings.Contains(k, ":") || strings.Contains(k, "\n") || strings.Contains(v, "\n") {
+				t.Fatalf("field %q: %q", k, v)
+			}
+		}
+		if _, ok := s.Fields["Name"]; !ok && s.Name != "" {
+			t.Fatalf("name %q without a Name line", s.Name)
+		}
+	})
+}
+
+func FuzzParseFDInfo(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fi, err := ParseFDInfo(b)
+		checkErr(t, "fdinfo", err)
+		if err != nil {
+			return
+		}
+		if _, ok := fi.Fields["pos"]; !ok {
+			t.Fatal("no pos field")
+		}
+		for _, l := range fi.Lines {
+			if strings.Contains(l, "\n") || l == "" {
+				t.Fatalf("line %q", l)
+			}
+		}
+		items, err := fi.EpollItems()
+		checkErr(t, "fdinfo", err)
+		if err == nil && len(items) > len(fi.Lines) {
+			t.Fatal("more epoll items than lines")
+		}
+		ws, err := fi.InotifyWatches()
+		checkErr(t, "fdinfo", err)
+		for _, w := range ws {
+			if len(w.FHandle) != w.FHandleBytes {
+				t.Fatalf("watch %+v", w)
+			}
+		}
+		_, err = fi.Eventfd()
+		checkErr(t, "fdinfo", err)
+		_, err = fi.Timerfd()
+		checkErr(t, "fdinfo", err)
+		_, err = fi.Signalfd()
+		checkErr(t, "fdinfo", err)
+	})
+}
+
+func FuzzParseTimers(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ts, err := ParseTimers(b)
+		checkErr(t, "timers", err)
+		if err == nil && len(ts) > bytes.Count(b, []byte("ID:")) {
+			t.Fatalf("%d timers from %d ID lines", len(ts), bytes.Count(b, []byte("ID:")))
+		}
+		for _, tm := range ts {
+			if tm.Notify == "" || strings.ContainsAny(tm.Notify, "/\n") {
+				t.Fatalf("timer %+v", tm)
+			}
+		}
+	})
+}
+
+func FuzzParseAuxv(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		aux, err := ParseAuxv(b)
+		checkErr(t, "auxv", err)
+		if err != nil {
+			return
+		}
+		if len(b)%16 != 0 || len(b) > 0 && 16*(len(aux)+1) > len(b) {
+			t.Fatalf("%d entries from %d bytes", len(aux), len(b))
+		}
+		for _, e := range aux {
+			if e.Type == 0 {
+				t.Fatal("AT_NULL entry returned")
+			}
+		}
+	})
+}
+
+func FuzzParseLimits(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ls, err := ParseLimits(b)
+		checkErr(t, "limits", err)
+		for _, l := range ls {
+			if l.Name == "" || strings.ContainsAny(l.Units, " \t\n") {
+				t.Fatalf("limit %+v", l)
+			}
+		}
+	})
+}
