@@ -106,8 +106,8 @@ func FuzzParseStat(f *testing.F) {
 		if err != nil {
 			return
 		}
-		open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-		if s.Comm != string(b[open+1:close]) {
+		lp, rp := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if s.Comm != string(b[lp+1:rp]) {
 			t.Fatalf("comm %q is not what lies between the first ( and the last )", s.Comm)
 		}
 	})

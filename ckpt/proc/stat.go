@@ -58,17 +58,17 @@ func ParseStat(b []byte) (Stat, error) {
 		return Stat{}, parseErr("stat", 1, b, err)
 	}
 	b = bytes.TrimSuffix(b, []byte("\n"))
-	open, close := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if open < 0 || close < open {
+	lp, rp := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if lp < 0 || rp < lp {
 		return fail(errors.New("no (comm)"))
 	}
-	pid, ok := bytes.CutSuffix(b[:open], []byte(" "))
+	pid, ok := bytes.CutSuffix(b[:lp], []byte(" "))
 	if !ok {
 		return fail(errors.New("no space between pid and (comm)"))
 	}
 	var f [statFields + 1][]byte // f[i] is field (i); f[0] unused
 	n := 2
-	for fld, rest := nextField(b[close+1:]); len(fld) > 0 && n < statFields; fld, rest = nextField(rest) {
+	for fld, rest := nextField(b[rp+1:]); len(fld) > 0 && n < statFields; fld, rest = nextField(rest) {
 		n++
 		f[n] = fld
 	}
@@ -80,7 +80,7 @@ func ParseStat(b []byte) (Stat, error) {
 	}
 	var p numParser
 	s.PID = p.int("pid", pid)
-	s.Comm = string(b[open+1 : close])
+	s.Comm = string(b[lp+1 : rp])
 	s.State = f[3][0]
 	s.PPID = p.int("ppid", f[4])
 	s.PGRP = p.int("pgrp", f[5])
