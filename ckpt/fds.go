@@ -63,32 +63,34 @@ func (d *dumper) collectFDs(p *Process) error {
 		return fmt.Errorf("pidfd_open pid %d: %w", p.PID, err)
 	}
 	defer unix.Close(pidfd)
+	inodes := map[int]uint64{}
 	for _, fd := range fds {
-		ent, err := d.collectFD(p.PID, pidfd, fd)
+		ent, ino, err := d.collectFD(p.PID, pidfd, fd)
 		if err != nil {
 			return err
 		}
 		p.FDs = append(p.FDs, ent)
+		inodes[fd] = ino
 	}
-	return nil
+	return d.files.checkEpolls(p, inodes)
 }
 
-func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
+func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 	name := "fd/" + strconv.Itoa(fd)
 	link, err := d.fs.Readlink(pid, name)
 	if err != nil {
-		return FD{}, err
+		return FD{}, 0, err
 	}
 	infoB, err := d.fs.Read(pid, "fdinfo/"+strconv.Itoa(fd))
 	if err != nil {
-		return FD{}, err
+		return FD{}, 0, err
 	}
 	info, err := proc.ParseFDInfo(infoB)
 	if err != nil {
-		return FD{}, err
+		return FD{}, 0, err
 	}
-	fail := func(what string, err error) (FD, error) {
-		return FD{}, &FDError{PID: pid, FD: fd, What: what, Err: err}
+	fail := func(what string, err error) (FD, uint64, error) {
+		return FD{}, 0, &FDError{PID: pid, FD: fd, What: what, Err: err}
 	}
 	var st unix.Stat_t
 	procPath := fmt.Sprintf("%s/%d/fd/%d", d.fs.Root, pid, fd)
@@ -107,7 +109,7 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
 		}
 		if same {
 			ent.File = ref.index
-			return ent, nil
+			return ent, st.Ino, nil
 		}
 	}
 
@@ -162,12 +164,14 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, error) {
 		if strings.HasPrefix(link, "anon_inode:") {
 			kind = strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
 		}
-		return fail(fmt.Sprintf("%s (%s)", link, kind), ErrUnsupported)
+		if err := anonFile(&f, kind, info); err != nil {
+			return fail(fmt.Sprintf("%s (%s)", link, kind), err)
+		}
 	}
 	ent.File = len(d.files.files)
 	d.files.files = append(d.files.files, f)
 	d.files.byIno[key] = append(d.files.byIno[key], fileRef{pid: pid, fd: fd, index: ent.File})
-	return ent, nil
+	return ent, st.Ino, nil
 }
 
 // checkPipes refuses pipes with an end outside the checkpoint: after a
@@ -335,4 +339,57 @@ func kcmpFile(pid1, pid2, fd1, fd2 int) (bool, error) {
 		return false, fmt.Errorf("kcmp: %w", e)
 	}
 	return r == 0, nil
+}
+
+// anonFile records the state of the anonymous-inode files relocate knows.
+func anonFile(f *File, kind string, info proc.FDInfo) error {
+	switch kind {
+	case "eventfd":
+		e, err := info.Eventfd()
+		if err != nil {
+			return err
+		}
+		f.Kind, f.Eventfd = FileEventfd, &EventfdState{Count: e.Count, Semaphore: e.Semaphore}
+	case "timerfd":
+		t, err := info.Timerfd()
+		if err != nil {
+			return err
+		}
+		ns := func(ts proc.Timespec) int64 { return int64(ts.Sec)*1e9 + int64(ts.Nsec) }
+		f.Kind = FileTimerfd
+		f.Timerfd = &TimerfdState{ClockID: t.ClockID, ValueNS: ns(t.Value), IntervalNS: ns(t.Interval), Ticks: t.Ticks}
+	case "signalfd":
+		m, err := info.Signalfd()
+		if err != nil {
+			return err
+		}
+		f.Kind, f.SigMask = FileSignalfd, m
+	case "eventpoll":
+		items, err := info.EpollItems()
+		if err != nil {
+			return err
+		}
+		f.Kind = FileEpoll
+		for _, it := range items {
+			f.Epoll = append(f.Epoll, EpollWatch{FD: it.TFD, Events: it.Events, Data: it.Data, Ino: it.Ino})
+		}
+	default:
+		return ErrUnsupported
+	}
+	return nil
+}
+
+// checkEpolls refuses epoll watches whose descriptor number no longer names
+// the watched file (closed or replaced after EPOLL_CTL_ADD while a duplicate
+// kept the file alive): such a watch could not be added again.
+func (t *fileTable) checkEpolls(p *Process, inodes map[int]uint64) error {
+	for _, fd := range p.FDs {
+		for _, w := range t.files[fd.File].Epoll {
+			if ino, ok := inodes[w.FD]; !ok || ino != w.Ino {
+				return &FDError{PID: p.PID, FD: fd.FD, What: "anon_inode:[eventpoll] (epoll)",
+					Err: fmt.Errorf("watches a file that fd %d no longer names: %w", w.FD, ErrUnsupported)}
+			}
+		}
+	}
+	return nil
 }

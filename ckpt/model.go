@@ -174,12 +174,16 @@ type FD struct {
 
 // File kinds.
 const (
-	FileRegular = "file"    // a path on disk, reopened
-	FileDeleted = "deleted" // contents carried in the image (a blob)
-	FileDir     = "dir"
-	FileDevice  = "device" // /dev/null, /dev/zero, ...
-	FilePipe    = "pipe"   // one end of a pipe; Pipe names the pipe
-	FileFIFO    = "fifo"   // a named pipe, reopened by path
+	FileRegular  = "file"    // a path on disk, reopened
+	FileDeleted  = "deleted" // contents carried in the image (a blob)
+	FileDir      = "dir"
+	FileDevice   = "device" // /dev/null, /dev/zero, ...
+	FilePipe     = "pipe"   // one end of a pipe; Pipe names the pipe
+	FileFIFO     = "fifo"   // a named pipe, reopened by path
+	FileEventfd  = "eventfd"
+	FileEpoll    = "epoll"
+	FileTimerfd  = "timerfd"
+	FileSignalfd = "signalfd"
 )
 
 // File is one open file description.
@@ -193,4 +197,32 @@ type File struct {
 	Pipe  uint64  `json:"pipe,omitempty"` // pipe inode: ends with the same Pipe are one pipe
 	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
 	Size  int64   `json:"size,omitempty"` // bytes in the blob
+
+	Eventfd *EventfdState `json:"eventfd,omitempty"`
+	Timerfd *TimerfdState `json:"timerfd,omitempty"`
+	SigMask uint64        `json:"sigmask,omitempty"` // signalfd
+	Epoll   []EpollWatch  `json:"epoll,omitempty"`
+}
+
+// EventfdState is an eventfd's counter and mode.
+type EventfdState struct {
+	Count     uint64 `json:"count"`
+	Semaphore bool   `json:"semaphore,omitempty"`
+}
+
+// TimerfdState is a timerfd's clock and remaining time (relative).
+type TimerfdState struct {
+	ClockID    int    `json:"clock_id"`
+	ValueNS    int64  `json:"value_ns"`
+	IntervalNS int64  `json:"interval_ns"`
+	Ticks      uint64 `json:"ticks,omitempty"` // expirations not yet read
+}
+
+// EpollWatch is one descriptor an epoll file watches, by its number in the
+// process.
+type EpollWatch struct {
+	FD     int    `json:"fd"`
+	Events uint32 `json:"events"`
+	Data   uint64 `json:"data"`
+	Ino    uint64 `json:"ino"` // inode of the watched file, to check FD still names it
 }

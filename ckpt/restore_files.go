@@ -1,6 +1,7 @@
 package ckpt
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -203,8 +204,83 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			return -1, err
 		}
 		return fd, nil
+	case FileEventfd:
+		if f.Eventfd == nil {
+			return -1, fmt.Errorf("eventfd without state: %w", image.ErrCorrupt)
+		}
+		efdFlags := unix.EFD_CLOEXEC | f.Flags&unix.O_NONBLOCK
+		if f.Eventfd.Semaphore {
+			efdFlags |= unix.EFD_SEMAPHORE
+		}
+		fd, err := unix.Eventfd(0, efdFlags)
+		if err != nil {
+			return -1, err
+		}
+		if c := f.Eventfd.Count; c > 0 {
+			b := make([]byte, 8)
+			binary.LittleEndian.PutUint64(b, c)
+			if _, err := unix.Write(fd, b); err != nil {
+				unix.Close(fd)
+				return -1, fmt.Errorf("set eventfd counter: %w", err)
+			}
+		}
+		return fd, nil
+	case FileSignalfd:
+		return unix.Signalfd(-1, &unix.Sigset_t{Val: [16]uint64{f.SigMask}}, unix.SFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
+	case FileTimerfd:
+		t := f.Timerfd
+		if t == nil {
+			return -1, fmt.Errorf("timerfd without state: %w", image.ErrCorrupt)
+		}
+		fd, err := unix.TimerfdCreate(t.ClockID, unix.TFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
+		if err != nil {
+			return -1, err
+		}
+		if t.ValueNS > 0 {
+			its := unix.ItimerSpec{Interval: unix.NsecToTimespec(t.IntervalNS), Value: unix.NsecToTimespec(t.ValueNS)}
+			if err := unix.TimerfdSettime(fd, 0, &its, nil); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+		if t.Ticks > 0 {
+			if err := setTimerfdTicks(fd, t.Ticks); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+		return fd, nil
+	case FileEpoll:
+		// Empty here: the watches are added from inside the process once
+		// its descriptors have their numbers (epoll keys on the number).
+		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	}
 	return -1, fmt.Errorf("file kind %q: %w", f.Kind, ErrUnsupported)
+}
+
+// addEpollWatches re-adds every epoll watch from inside the process.
+func (rs *restorer) addEpollWatches(L *remote) error {
+	done := map[int]bool{}
+	for _, fd := range rs.p.FDs {
+		f := rs.cp.Files[fd.File]
+		if f.Kind != FileEpoll || done[fd.File] {
+			continue
+		}
+		done[fd.File] = true
+		for _, w := range f.Epoll {
+			ev := make([]byte, 12) // struct epoll_event, packed on x86-64
+			binary.LittleEndian.PutUint32(ev, w.Events)
+			binary.LittleEndian.PutUint64(ev[4:], w.Data)
+			addr, err := L.poke(0, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := L.call(unix.SYS_EPOLL_CTL, uint64(fd.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), addr); err != nil {
+				return &FDError{PID: rs.p.PID, FD: fd.FD, What: "epoll", Err: fmt.Errorf("watch fd %d: %w", w.FD, err)}
+			}
+		}
+	}
+	return nil
 }
 
 // fillPipe writes a pipe's saved buffer into its write end, once.
@@ -286,8 +362,10 @@ func (rs *restorer) installFiles(L *remote, pidfd int) error {
 			return err
 		}
 	}
-	_, err = L.call(unix.SYS_CLOSE, park)
-	return err
+	if _, err := L.call(unix.SYS_CLOSE, park); err != nil {
+		return err
+	}
+	return rs.addEpollWatches(L)
 }
 
 // missingCPUFlags lists instruction-set features the image's CPU had and

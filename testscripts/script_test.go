@@ -43,6 +43,10 @@ func buildWorkloads(t *testing.T) string {
 			t.Fatalf("compile %s: %v\n%s", src, err, out)
 		}
 	}
+	goOut, err := exec.Command("go", "build", "-o", filepath.Join(dir, "goticker"), "./workloads/goticker").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build goticker: %v\n%s", err, goOut)
+	}
 	py, _ := filepath.Abs("workloads/pydict.py")
 	if err := os.Symlink(py, filepath.Join(dir, "pydict.py")); err != nil {
 		t.Fatal(err)
@@ -268,11 +272,12 @@ func cmdStopped(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// cmdWaitgone: waitgone PID waits until PID is gone or a zombie.
+// cmdWaitgone: waitgone PID waits until PID is gone and reaped, so that a
+// restore may take the PID again.
 func cmdWaitgone(ts *testscript.TestScript, neg bool, args []string) {
 	pid := atoi(ts, args[0])
-	if !waitFor(30*time.Second, func() bool { return !isAlive(pid) }) {
-		ts.Fatalf("process %d still running after 30 s", pid)
+	if !waitFor(30*time.Second, func() bool { return procState(pid) == 0 }) {
+		ts.Fatalf("process %d still exists after 30 s (state %c)", pid, procState(pid))
 	}
 }
 

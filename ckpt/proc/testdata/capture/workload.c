@@ -1,3 +1,13 @@
+/*
+ * workload.c is the process capture.sh photographs for testdata/real: it
+ * gives itself a comm with parentheses, maps files whose names hold spaces
+ * and " (deleted)", creates POSIX timers, an eventfd, an epoll set, inotify
+ * and fanotify watches, timerfds, a signalfd, a pidfd and file locks, starts
+ * two threads with names that status escapes, two children and a zombie,
+ * prints "PID ZOMBIE" and waits for its stdin to close.
+ *
+ * usage: workload DIR   (DIR: an existing directory it may write in)
+ */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +59,7 @@ static void mapfile(const char *path, int unlink_it) {
 }
 
 int main(int argc, char **argv) {
+	if (argc != 2) { fprintf(stderr, "usage: workload DIR\n"); return 2; }
 	const char *dir = argv[1];
 	char path[512];
 	prctl(PR_SET_NAME, "((ugly )pr()cess(");
@@ -64,33 +75,33 @@ int main(int argc, char **argv) {
 	signal(SIGTERM, SIG_DFL);
 	raise(SIGUSR1); /* pending, blocked */
 
-	/* fd 3.. */
-	int efd = eventfd(7, EFD_SEMAPHORE|EFD_CLOEXEC|EFD_NONBLOCK);          /* 3 */
-	int ep = epoll_create1(EPOLL_CLOEXEC);                                    /* 4 */
-	int pfd[2]; pipe2(pfd, 0);                                                 /* 5,6 */
+	/* descriptors */
+	int efd = eventfd(7, EFD_SEMAPHORE|EFD_CLOEXEC|EFD_NONBLOCK);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int pfd[2]; pipe2(pfd, 0);
 	struct epoll_event ev = { .events = EPOLLIN|EPOLLET, .data.u64 = 0xdeadbeefcafe };
 	epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev);
-	ev.events = EPOLLOUT; ev.data.u64 = 6;
+	ev.events = EPOLLOUT; ev.data.u64 = pfd[1];
 	epoll_ctl(ep, EPOLL_CTL_ADD, pfd[1], &ev);
-	ev.events = EPOLLIN|EPOLLRDHUP|EPOLLONESHOT; ev.data.fd = 5;
+	ev.events = EPOLLIN|EPOLLRDHUP|EPOLLONESHOT; ev.data.u64 = pfd[0];
 	epoll_ctl(ep, EPOLL_CTL_ADD, pfd[0], &ev);
-	int in = inotify_init1(IN_NONBLOCK);                                       /* 7 */
+	int in = inotify_init1(IN_NONBLOCK);
 	inotify_add_watch(in, dir, IN_CREATE|IN_DELETE|IN_MOVED_TO);
 	inotify_add_watch(in, "/etc", IN_MODIFY|IN_ONESHOT);
-	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);                    /* 8 */
+	int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	struct itimerspec its = { .it_interval = {1, 500}, .it_value = {100, 0} };
 	timerfd_settime(tfd, 0, &its, NULL);
-	int tfd2 = timerfd_create(CLOCK_REALTIME, 0);                              /* 9 */
+	int tfd2 = timerfd_create(CLOCK_REALTIME, 0);
 	struct itimerspec its2 = { .it_interval = {0, 0}, .it_value = {2000000000, 0} };
 	timerfd_settime(tfd2, TFD_TIMER_ABSTIME, &its2, NULL);
 	sigset_t sfs; sigemptyset(&sfs); sigaddset(&sfs, SIGUSR2); sigaddset(&sfs, SIGCHLD);
-	int sfd = signalfd(-1, &sfs, SFD_NONBLOCK);                                /* 10 */
+	int sfd = signalfd(-1, &sfs, SFD_NONBLOCK);
 	snprintf(path, sizeof path, "%s/locked file", dir);
-	int lfd = open(path, O_RDWR|O_CREAT|O_APPEND, 0600);                       /* 11 */
+	int lfd = open(path, O_RDWR|O_CREAT|O_APPEND, 0600);
 	write(lfd, "hello", 5);
 	flock(lfd, LOCK_EX);
 	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 2 };
-	int lfd2 = open(path, O_RDONLY);                                           /* 12 */
+	int lfd2 = open(path, O_RDONLY);
 	lseek(lfd2, 3, SEEK_SET);
 	fcntl(lfd2, F_SETLK, &fl);
 	(void)efd; (void)tfd; (void)sfd; (void)lfd2;
@@ -108,7 +119,7 @@ int main(int argc, char **argv) {
 	snprintf(path, sizeof path, "%s/a (deleted) b", dir); mapfile(path, 0);
 	snprintf(path, sizeof path, "%s/x (deleted) y (deleted)", dir); mapfile(path, 1);
 	int mfd = memfd_create("my memfd", 0); ftruncate(mfd, 4096);
-	mmap(NULL, 4096, PROT_READ, MAP_SHARED, mfd, 0);                          /* fd 13 memfd kept */
+	mmap(NULL, 4096, PROT_READ, MAP_SHARED, mfd, 0);                        
 	void *sh = mmap(NULL, 16384, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS, -1, 0);
 	((char*)sh)[0] = 1;
 	void *an = mmap(NULL, 3*4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0);
