@@ -2,8 +2,8 @@ package ckpt
 
 import (
 	"bytes"
-	"errors"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
