@@ -2,16 +2,107 @@ package proc
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 )
 
 // The seed corpora live in testdata/fuzz/<Name>/: the captured fixtures and
-// the ugly cases of the table tests. Each target checks that a failure is a
-// well-formed *ParseError and that a success obeys the format's invariants.
+// ugly cases, as listed by seedCorpus. Each target checks that a failure is
+// a well-formed *ParseError and that a success obeys the format's invariants.
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite testdata/fuzz from seedCorpus")
+
+// seedCorpus lists the seed inputs of each fuzz target by file name.
+func seedCorpus(t *testing.T) map[string]map[string][]byte {
+	aux := func(w ...uint64) []byte {
+		b := make([]byte, 8*len(w))
+		for i, x := range w {
+			binary.LittleEndian.PutUint64(b[8*i:], x)
+		}
+		return b
+	}
+	s := map[string]map[string][]byte{
+		"FuzzParseMaps": {
+			"real": fixture(t, "maps"),
+			"ugly": []byte("1000-2000 r--p 00000000 fe:00 5 /tmp/a (deleted) b\n" +
+				"2000-3000 rw-s 00000000 00:01 1047                       /dev/zero (deleted)\n" +
+				"3000-4000 rw-p 00000000 00:00 0 \n4000-5000 ---p 00000000 00:00 0 [anon:x y]\n" +
+				"5000-6000 r-xp 0000a000 fe:01 123456                     /a b/c  d  (deleted) (deleted)"),
+			"bad": []byte("2000-1000 r--p 00000000 fe:00 5 /a\n"),
+		},
+		"FuzzParseSmaps": {
+			"real": fixture(t, "smaps"),
+			"ugly": []byte("1000-3000 rw-p 00000000 00:00 0 \nRss:                   8 kB\nAnonymous: 4 kB\nSwap: 4 kB\n" +
+				"VmFlags: rd wr mr mw me ac zz \n4000-5000 r--s 00001000 fe:01 42 /p: Rss: 4 kB (deleted)\nVmFlags:\nRss: 0 kB"),
+		},
+		"FuzzParseStat": {
+			"real":    fixture(t, "stat"),
+			"thread":  fixture(t, "task_stat"),
+			"zombie":  fixture(t, "zombie_stat"),
+			"kthread": fixture(t, "kthread_stat"),
+			"ugly":    []byte(strings.Replace(statLine("7", "(((ugly )pr()cess()"), " 19 ", " -19 ", 1)),
+		},
+		"FuzzParseStatus": {
+			"real":    fixture(t, "status"),
+			"thread":  fixture(t, "task_status"),
+			"kthread": fixture(t, "kthread_status"),
+			"ugly":    []byte("Name:\t\\\\ ((ugly )pr()cess(\\n \nUid:\t1\t2\t3\t4\nGroups:\t \nNSpid:\t9\t1\nSigBlk:\tfffffffe7ffbfeff\nOdd key: v"),
+		},
+		"FuzzParseFDInfo": {
+			"ugly": []byte("pos:\t-1\nflags:\t037777777777\n" +
+				"inotify wd:b ino:ffffffffffffffff sdev:0 mask:80000000 ignored_mask:ff fhandle-bytes:0 fhandle-type:ffffffff f_handle:\n" +
+				"tfd: 5 events: 19 data: 5 pos:0 ino:8e3 sdev:f\nit_value: (1, 2)\nclockid: 1\nticks: 0\nsettime flags: 01\n" +
+				"it_interval: (0, 0)\neventfd-count: 7\nsigmask:\t0000000000010800"),
+		},
+		"FuzzParseTimers": {
+			"real": fixture(t, "timers"),
+			"ugly": []byte("ID: 2147483647\nsignal: 64/ffffffffffffffff\nnotify: thread/tid.1\nFuture: x\n" +
+				"ClockID: -2147483648\nID:0\nClockID:\t3\nnotify: none/pid.0\nsignal: 0/0"),
+		},
+		"FuzzParseAuxv": {
+			"real":     fixture(t, "auxv"),
+			"short":    aux(6, 4096, 0, 0, 9, 9)[:40],
+			"trailing": aux(6, 4096, 0, 0, 9, 9),
+		},
+		"FuzzParseLimits": {
+			"real": fixture(t, "limits"),
+		},
+	}
+	for _, n := range []string{"epoll", "inotify", "fanotify", "eventfd", "timerfd", "timerfd_abs", "signalfd", "pidfd", "flock", "posixlock", "memfd", "pipe"} {
+		s["FuzzParseFDInfo"][n] = fixture(t, "fdinfo_"+n)
+	}
+	return s
+}
+
+// TestSeedCorpus keeps testdata/fuzz in step with seedCorpus and the
+// fixtures; after capture.sh, run it with -update-corpus.
+func TestSeedCorpus(t *testing.T) {
+	for target, seeds := range seedCorpus(t) {
+		for name, b := range seeds {
+			path := filepath.Join("testdata", "fuzz", target, name)
+			want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+			if *updateCorpus {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if got, err := os.ReadFile(path); err != nil || string(got) != want {
+				t.Errorf("%s is stale or missing (%v): run go test -run TestSeedCorpus -update-corpus", path, err)
+			}
+		}
+	}
+}
 
 func checkErr(t *testing.T, file string, err error) {
 	t.Helper()
