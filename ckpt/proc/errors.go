@@ -7,7 +7,7 @@ import (
 
 // ParseError reports input a parser cannot accept.
 type ParseError struct {
-	File string // the /proc file's name: "maps", "stat", "fdinfo", ...
+	File string // "maps", "stat", "fdinfo", ...; a path when FS read the file
 	Line int    // 1-based; 0 when the error concerns the whole input
 	Text string // the offending line, cut to maxErrText bytes
 	Err  error
