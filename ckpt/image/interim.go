@@ -380,7 +380,7 @@ type Reader struct {
 }
 
 func NewReader(r io.Reader) (*Reader, error) {
-	rd := &Reader{r: bufio.NewReaderSize(r, 1<<20)}
+	rd := &Reader{r: bufio.NewReaderSize(r, 64<<10)} // reuses a larger *bufio.Reader from the caller
 	pre := make([]byte, 16)
 	n, err := io.ReadFull(rd.r, pre)
 	if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
