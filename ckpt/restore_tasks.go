@@ -97,12 +97,7 @@ func (rs *restorer) restoreTasks(L *remote) error {
 		if it.ValueUS == 0 && it.IntervalUS == 0 {
 			continue
 		}
-		b := make([]byte, 32)
-		le.PutUint64(b, uint64(it.IntervalUS/1e6))
-		le.PutUint64(b[8:], uint64(it.IntervalUS%1e6))
-		le.PutUint64(b[16:], uint64(it.ValueUS/1e6))
-		le.PutUint64(b[24:], uint64(it.ValueUS%1e6))
-		addr, err := L.poke(0, b)
+		addr, err := L.poke(0, encodeTimerPair(it.IntervalUS, it.ValueUS, 1e6))
 		if err != nil {
 			return err
 		}
@@ -197,12 +192,7 @@ func (rs *restorer) restoreTimers(L *remote) error {
 		if t.ValueNS == 0 {
 			continue
 		}
-		its := make([]byte, 32)
-		le.PutUint64(its, uint64(t.IntervalNS/1e9))
-		le.PutUint64(its[8:], uint64(t.IntervalNS%1e9))
-		le.PutUint64(its[16:], uint64(t.ValueNS/1e9))
-		le.PutUint64(its[24:], uint64(t.ValueNS%1e9))
-		itsAddr, err := L.poke(128, its)
+		itsAddr, err := L.poke(128, encodeTimerPair(t.IntervalNS, t.ValueNS, 1e9))
 		if err != nil {
 			return err
 		}
@@ -245,4 +235,23 @@ func (rs *restorer) restoreCreds(L *remote) error {
 		return err
 	}
 	return nil
+}
+
+// encodeTimerPair lays out struct itimerval (perSec 1e6: microseconds) or
+// struct itimerspec (perSec 1e9: nanoseconds): interval, then value.
+func encodeTimerPair(interval, value, perSec int64) []byte {
+	b := make([]byte, 32)
+	le := binary.LittleEndian
+	for i, v := range []int64{interval, value} {
+		le.PutUint64(b[16*i:], uint64(v/perSec))
+		le.PutUint64(b[16*i+8:], uint64(v%perSec))
+	}
+	return b
+}
+
+// decodeTimerPair is the inverse of encodeTimerPair.
+func decodeTimerPair(b []byte, perSec int64) (interval, value int64) {
+	le := binary.LittleEndian
+	at := func(off int) int64 { return int64(le.Uint64(b[off:]))*perSec + int64(le.Uint64(b[off+8:])) }
+	return at(0), at(16)
 }

@@ -282,10 +282,7 @@ func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 		if err != nil {
 			return err
 		}
-		p.ITimers[which] = ITimer{
-			IntervalUS: int64(le.Uint64(b))*1e6 + int64(le.Uint64(b[8:])),
-			ValueUS:    int64(le.Uint64(b[16:]))*1e6 + int64(le.Uint64(b[24:])),
-		}
+		p.ITimers[which].IntervalUS, p.ITimers[which].ValueUS = decodeTimerPair(b, 1e6)
 	}
 	tb, err := d.fs.Read(p.PID, "timers")
 	if err != nil {
@@ -304,8 +301,7 @@ func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 		if err != nil {
 			return err
 		}
-		pt.IntervalNS = int64(le.Uint64(b))*1e9 + int64(le.Uint64(b[8:]))
-		pt.ValueNS = int64(le.Uint64(b[16:]))*1e9 + int64(le.Uint64(b[24:]))
+		pt.IntervalNS, pt.ValueNS = decodeTimerPair(b, 1e9)
 		p.Timers = append(p.Timers, pt)
 	}
 	return nil
