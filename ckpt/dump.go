@@ -182,16 +182,25 @@ func (d *dumper) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, er
 			w.Abort()
 		}
 	}()
+	// ^C while the output is stalled (a full pipe, a hung SSH channel) must
+	// still roll back: aborting the writer unblocks this thread.
+	defer context.AfterFunc(ctx, w.Abort)()
 	if err := w.WriteMeta(cp); err != nil {
 		return nil, err
 	}
 	if err := d.writeMemory(ctx, w); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
 	if err := d.files.writeBlobs(w); err != nil {
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		return nil, err
 	}
 	ok = true

@@ -108,9 +108,18 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 // createAtomic creates a temporary file next to path (mode 0600); finish
 // renames it into place on success and removes it otherwise, so a failed
 // dump never leaves a partial image nor destroys an older one.
+//
+// A path that exists and is not a regular file (a FIFO, /dev/null) is
+// written directly.
 func createAtomic(path string) (*os.File, func(ok bool) error, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, nil, fmt.Errorf("%s is a directory", path)
+	} else if err == nil && !fi.Mode().IsRegular() {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open image: %w", err)
+		}
+		return f, func(bool) error { return f.Close() }, nil
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-")
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +71,16 @@ func Main() int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newVersionCmd())
 	root.SetContext(ctx)
+	// Last resort when cleanup itself is stuck (a read from a stalled
+	// stream cannot be interrupted): exit anyway. A half-restored process
+	// dies with us (PTRACE_O_EXITKILL); a process being dumped is detached
+	// by the kernel and runs on.
+	go func() {
+		<-ctx.Done()
+		time.Sleep(5 * time.Second)
+		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
+		os.Exit(ExitInterrupted)
+	}()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK

@@ -255,20 +255,22 @@ func cmdAlive(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// cmdStopped: stopped PID fails unless some thread of PID is stopped or
-// traced (! stopped PID: no thread is).
+// cmdStopped: stopped PID waits until some thread of PID is in a stop
+// (ptrace or job control); ! stopped PID waits until none is. 30 s at most.
 func cmdStopped(ts *testscript.TestScript, neg bool, args []string) {
 	pid := atoi(ts, args[0])
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	stopped := false
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 't' || b[i+2] == 'T') {
-			stopped = true
+	anyStopped := func() bool {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		for _, t := range tasks {
+			b, _ := os.ReadFile(t)
+			if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 't' || b[i+2] == 'T') {
+				return true
+			}
 		}
+		return false
 	}
-	if stopped != !neg {
-		ts.Fatalf("process %d stopped=%v", pid, stopped)
+	if !waitFor(30*time.Second, func() bool { return anyStopped() != neg }) {
+		ts.Fatalf("process %d: stopped=%v after 30 s", pid, !neg)
 	}
 }
 

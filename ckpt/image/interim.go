@@ -42,6 +42,7 @@ var (
 	ErrTruncated    = errors.New("image is truncated")
 	ErrCorrupt      = errors.New("image is corrupt")
 	ErrTrailingData = errors.New("data after the end of the image")
+	ErrAborted      = errors.New("image writing aborted")
 )
 
 type VersionError struct{ Major, Minor int }
@@ -133,6 +134,8 @@ type Writer struct {
 	zero     atomic.Int64
 	nrec     atomic.Int64
 	closed   bool
+	abort    chan struct{} // closed by Abort: nothing may block any more
+	abortOne sync.Once
 }
 
 func NewWriter(w io.Writer, h Header, opts WriterOptions) (*Writer, error) {
@@ -140,7 +143,7 @@ func NewWriter(w io.Writer, h Header, opts WriterOptions) (*Writer, error) {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	wr := &Writer{w: w, jobs: make(chan *job, 2*n), order: make(chan *job, 4*n)}
+	wr := &Writer{w: w, jobs: make(chan *job, 2*n), order: make(chan *job, 4*n), abort: make(chan struct{})}
 	wr.pool.New = func() any { return make([]byte, ChunkSize) }
 	pre := make([]byte, 16)
 	copy(pre, Magic)
@@ -262,13 +265,21 @@ func (w *Writer) submit(j *job, compute bool) error {
 		return err
 	}
 	j.done = make(chan struct{})
-	w.order <- j
-	if compute {
-		w.jobs <- j
-	} else {
-		close(j.done)
+	select {
+	case w.order <- j:
+	case <-w.abort:
+		return w.Err()
 	}
-	return nil
+	if !compute {
+		close(j.done)
+		return nil
+	}
+	select {
+	case w.jobs <- j:
+		return nil
+	case <-w.abort:
+		return w.Err()
+	}
 }
 
 func (w *Writer) WritePages(pid int, addr uint64, buf []byte) error {
@@ -320,6 +331,11 @@ func (w *Writer) shutdown() {
 }
 
 func (w *Writer) Close() error {
+	select {
+	case <-w.abort:
+		return w.Err()
+	default:
+	}
 	w.shutdown()
 	if err := w.Err(); err != nil {
 		return err
@@ -339,9 +355,12 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// Abort makes every pending and later call fail at once, without waiting
+// for a write that may never return (a stalled pipe or SSH channel). It is
+// safe from any goroutine; the stream is left without a trailer.
 func (w *Writer) Abort() {
-	w.fail(errors.New("image: writer aborted"))
-	w.shutdown()
+	w.fail(ErrAborted)
+	w.abortOne.Do(func() { close(w.abort) })
 }
 
 // Reader.
