@@ -99,8 +99,8 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		if s := res.Frozen.Seconds(); s > 0 {
 			rate = fmt.Sprintf(", %s/s", bytesIEC(int64(float64(res.BytesRaw)/s)))
 		}
-		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%d threads): %s of memory, %s stored, frozen %d ms%s; process %s\n",
-			res.PID, res.Threads, bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%s): %s of memory, %s stored, frozen %d ms%s; process %s\n",
+			res.PID, plural(res.Threads, "thread"), bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
 	}
 	return nil
 }
@@ -155,4 +155,11 @@ func bytesIEC(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }

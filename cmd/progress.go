@@ -45,6 +45,7 @@ func showProgress(p *ckpt.Progress, quiet bool) (stop func()) {
 					progressbar.OptionSetWriter(os.Stderr),
 					progressbar.OptionSetDescription(ph),
 					progressbar.OptionShowBytes(true),
+					progressbar.OptionShowCount(),
 					progressbar.OptionSetWidth(30),
 					progressbar.OptionThrottle(100*time.Millisecond),
 					progressbar.OptionClearOnFinish(),

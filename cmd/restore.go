@@ -75,8 +75,8 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	}
 	fmt.Fprintln(c.OutOrStdout(), res.PID)
 	if !g.quiet {
-		fmt.Fprintf(c.ErrOrStderr(), "relocate: restored pid %d (%d threads), %s of memory in %d ms\n",
-			res.PID, res.Threads, bytesIEC(res.Pages*4096), res.Duration.Milliseconds())
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: restored pid %d (%s), %s of memory in %d ms\n",
+			res.PID, plural(res.Threads, "thread"), bytesIEC(res.Pages*4096), res.Duration.Milliseconds())
 	}
 	return nil
 }
