@@ -1,8 +1,5 @@
 package image
 
-// Interim implementation of the stream format so the engine can be
-// integrated; replaced by the full, fuzzed implementation.
-
 import (
 	"bufio"
 	"encoding/binary"
