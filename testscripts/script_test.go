@@ -109,9 +109,22 @@ func TestScripts(t *testing.T) {
 // test (own session, stdin /dev/null, output to $WORK/NAME.log) and sets
 // $NAME_pid. Every started PID is killed when the script ends: restored
 // processes keep their PID, so this also ends them.
+//
+// start -as UID:GID[:GROUP,...] ... runs it with those credentials; the
+// test's own directories are made traversable for it.
 func cmdStart(ts *testscript.TestScript, neg bool, args []string) {
+	var cred *syscall.Credential
+	if len(args) > 1 && args[0] == "-as" {
+		cred = parseCred(ts, args[1])
+		args = args[2:]
+		for _, d := range []string{ts.Getenv("WORK"), workloadBin} {
+			for ; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+				ts.Check(os.Chmod(d, 0o755))
+			}
+		}
+	}
 	if neg || len(args) < 2 {
-		ts.Fatalf("usage: start NAME PROG [ARGS...]")
+		ts.Fatalf("usage: start [-as UID:GID[:GROUPS]] NAME PROG [ARGS...]")
 	}
 	name := args[0]
 	log, err := os.Create(ts.MkAbs(name + ".log"))
@@ -127,13 +140,27 @@ func cmdStart(ts *testscript.TestScript, neg bool, args []string) {
 	c.Dir = ts.Getenv("WORK")
 	c.Stdout, c.Stderr = log, log
 	c.Env = append(os.Environ(), "MEMORY_MARKER=1")
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	ts.Check(c.Start())
 	pid := c.Process.Pid
 	ts.Setenv(name+"_pid", strconv.Itoa(pid))
 	// Reap it if it dies while we are its parent, and kill it at the end.
 	go c.Wait()
 	ts.Defer(func() { killPID(pid) })
+}
+
+func parseCred(ts *testscript.TestScript, s string) *syscall.Credential {
+	f := strings.Split(s, ":")
+	if len(f) < 2 {
+		ts.Fatalf("-as wants UID:GID[:GROUP,...], not %q", s)
+	}
+	c := &syscall.Credential{Uid: uint32(atoi(ts, f[0])), Gid: uint32(atoi(ts, f[1]))}
+	if len(f) > 2 {
+		for _, g := range strings.Split(f[2], ",") {
+			c.Groups = append(c.Groups, uint32(atoi(ts, g)))
+		}
+	}
+	return c
 }
 
 func killPID(pid int) {
