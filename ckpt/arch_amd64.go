@@ -19,18 +19,18 @@ const (
 
 // imageRegs turns the registers of a frozen thread into the registers it
 // must resume with after a restore. A syscall interrupted by the freeze is
-// set up to be re-executed; one that needs the kernel's restart_block
-// (nanosleep and friends) cannot migrate and returns EINTR instead, which
-// libc's sleep loops handle. orig_rax becomes -1 so the restored kernel does
-// not adjust them a second time.
+// set up to run again: its arguments are still in rdi..r9. That includes
+// -ERESTART_RESTARTBLOCK (nanosleep, poll, futex with a timeout), whose
+// kernel restart_block cannot migrate: re-running the original syscall
+// waits a relative timeout again in full, where turning it into EINTR (as
+// DESIGN first said) makes programs like tail -f exit. orig_rax becomes -1
+// so the restored kernel does not adjust the registers a second time.
 func imageRegs(r unix.PtraceRegs) unix.PtraceRegs {
 	if int64(r.Orig_rax) >= 0 {
 		switch -int64(r.Rax) {
-		case errRestartSys, errRestartNoIntr, errRestartNoHand:
+		case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlck:
 			r.Rax = r.Orig_rax
 			r.Rip -= 2
-		case errRestartRestartBlck:
-			r.Rax = uint64(^uintptr(unix.EINTR - 1)) // -EINTR
 		}
 	}
 	r.Orig_rax = ^uint64(0)

@@ -373,6 +373,15 @@ func anonFile(f *File, kind string, info proc.FDInfo) error {
 		for _, it := range items {
 			f.Epoll = append(f.Epoll, EpollWatch{FD: it.TFD, Events: it.Events, Data: it.Data, Ino: it.Ino})
 		}
+	case "inotify":
+		ws, err := info.InotifyWatches()
+		if err != nil {
+			return err
+		}
+		if f.Inotify, err = inotifyWatches(ws); err != nil {
+			return err
+		}
+		f.Kind = FileInotify
 	default:
 		return ErrUnsupported
 	}

@@ -184,6 +184,7 @@ const (
 	FileEpoll    = "epoll"
 	FileTimerfd  = "timerfd"
 	FileSignalfd = "signalfd"
+	FileInotify  = "inotify"
 )
 
 // File is one open file description.
@@ -198,10 +199,11 @@ type File struct {
 	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
 	Size  int64   `json:"size,omitempty"` // bytes in the blob
 
-	Eventfd *EventfdState `json:"eventfd,omitempty"`
-	Timerfd *TimerfdState `json:"timerfd,omitempty"`
-	SigMask uint64        `json:"sigmask,omitempty"` // signalfd
-	Epoll   []EpollWatch  `json:"epoll,omitempty"`
+	Eventfd *EventfdState  `json:"eventfd,omitempty"`
+	Timerfd *TimerfdState  `json:"timerfd,omitempty"`
+	SigMask uint64         `json:"sigmask,omitempty"` // signalfd
+	Epoll   []EpollWatch   `json:"epoll,omitempty"`
+	Inotify []InotifyWatch `json:"inotify,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

@@ -250,6 +250,8 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			}
 		}
 		return fd, nil
+	case FileInotify:
+		return newInotify(f.Inotify, f.Flags)
 	case FileEpoll:
 		// Empty here: the watches are added from inside the process once
 		// its descriptors have their numbers (epoll keys on the number).
