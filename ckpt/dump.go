@@ -42,6 +42,7 @@ func (p *Progress) add(n int64) {
 // DumpOptions tune Dump.
 type DumpOptions struct {
 	LeaveRunning bool      // resume the process after the image is written
+	ShellJob     bool      // accept terminal descriptors (restored on the restorer's terminal)
 	Progress     *Progress // may be nil
 	Producer     string    // version string stored in the image header
 	Proc         proc.FS   // zero: the real /proc

@@ -10,6 +10,7 @@ var (
 	ErrNoProcess   = errors.New("no such process")
 	ErrUnsupported = errors.New("not supported yet")
 	ErrPIDTaken    = errors.New("is taken")
+	ErrTerminal    = errors.New("not supported without --shell-job (which reattaches it to the restoring terminal)")
 )
 
 // ProcessError is a failure that concerns a whole process.
@@ -59,5 +60,6 @@ func Expected(err error) bool {
 	var fe *FDError
 	var me *MappingError
 	return errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &me) ||
-		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken)
+		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken) ||
+		errors.Is(err, ErrTerminal)
 }

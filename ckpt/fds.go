@@ -129,14 +129,17 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 		f.Kind, f.Path = FileDir, link
 	case unix.S_IFCHR:
 		maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
-		if !portableDevices[[2]uint32{maj, min}] {
-			what := "character device"
-			if maj == 136 || maj == 4 || maj == 5 {
-				what = "terminal"
-			}
-			return fail(fmt.Sprintf("%s (%s)", link, what), ErrUnsupported)
+		isTTY := maj == 136 || maj == 4 || maj == 5 // pts, vt/serial, /dev/tty
+		switch {
+		case portableDevices[[2]uint32{maj, min}]:
+			f.Kind, f.Path = FileDevice, link
+		case isTTY && d.opts.ShellJob:
+			f.Kind, f.Path = FileTTY, link
+		case isTTY:
+			return fail(fmt.Sprintf("%s (terminal)", link), ErrTerminal)
+		default:
+			return fail(fmt.Sprintf("%s (character device)", link), ErrUnsupported)
 		}
-		f.Kind, f.Path = FileDevice, link
 	case unix.S_IFIFO:
 		if strings.HasPrefix(link, "pipe:") {
 			f.Kind = FilePipe

@@ -185,6 +185,7 @@ const (
 	FileTimerfd  = "timerfd"
 	FileSignalfd = "signalfd"
 	FileInotify  = "inotify"
+	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 )
 
 // File is one open file description.

@@ -250,6 +250,14 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			}
 		}
 		return fd, nil
+	case FileTTY:
+		// The restorer's controlling terminal stands in for the one the
+		// process had (CRIU's --shell-job semantics).
+		fd, err := unix.Open(restorerTerminal(), flags|unix.O_NOCTTY, 0)
+		if err != nil {
+			return -1, fmt.Errorf("the image holds a terminal (dumped with --shell-job) and relocate has none to give it: run restore from a terminal: %w", err)
+		}
+		return fd, nil
 	case FileInotify:
 		return newInotify(f.Inotify, f.Flags)
 	case FileEpoll:
@@ -396,4 +404,18 @@ func userVisibleFlag(f string) bool {
 		}
 	}
 	return false
+}
+
+// restorerTerminal names the terminal relocate itself runs on: the device
+// behind a standard descriptor that is a terminal, else /dev/tty.
+func restorerTerminal() string {
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			continue
+		}
+		if p, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil && strings.HasPrefix(p, "/dev/") {
+			return p
+		}
+	}
+	return "/dev/tty"
 }

@@ -18,12 +18,14 @@ import (
 type dumpOptions struct {
 	output       string
 	leaveRunning bool
+	shellJob     bool
 	json         bool
 }
 
 func (o *dumpOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.output, "output", "o", "", "write the image to `FILE` (- for stdout)")
 	c.Flags().BoolVar(&o.leaveRunning, "leave-running", false, "resume the process after the dump instead of killing it")
+	c.Flags().BoolVar(&o.shellJob, "shell-job", false, "accept terminal descriptors (a job started from a shell); restore attaches them to its own terminal")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary (on stderr when the image goes to stdout)")
 	_ = c.MarkFlagRequired("output")
 }
@@ -78,7 +80,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
-		LeaveRunning: o.leaveRunning, Progress: p, Producer: "relocate " + version()})
+		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, Progress: p, Producer: "relocate " + version()})
 	stop()
 	if err != nil {
 		return err
