@@ -68,6 +68,9 @@ type dumper struct {
 	tasks map[int]*frozenTask
 	files *fileTable
 	runs  []memRun
+	// sharedFiles are MAP_SHARED memfd/deleted-file mappings, checked
+	// against open descriptors.
+	sharedFiles []sharedMapping
 }
 
 // Dump checkpoints pid (every thread) into out. Unless opts.LeaveRunning,

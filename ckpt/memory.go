@@ -3,6 +3,7 @@ package ckpt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -91,6 +92,9 @@ func (d *dumper) collectMemory(p *Process) error {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "stat", Err: errors.New("mapped file is not reachable by path")}
 			}
 		}
+		if v.Kind == VMAShmem && m.Inode != 0 {
+			d.sharedFiles = append(d.sharedFiles, sharedMapping{v: v, dev: unix.Mkdev(m.Major, m.Minor), ino: m.Inode})
+		}
 		if keep := keepPage(v.Kind); keep != nil {
 			forced := !m.Read
 			err := pm.Runs(mem.Range{Start: m.Start, End: m.End}, chunkPages, keep, func(r mem.Range) error {
@@ -165,4 +169,25 @@ func fileID(path string) *FileID {
 		return nil
 	}
 	return &FileID{Path: path, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
+}
+
+// sharedMapping is a MAP_SHARED mapping of a memfd or deleted file.
+type sharedMapping struct {
+	v        VMA
+	dev, ino uint64
+}
+
+// checkSharedFiles refuses a memfd or deleted file that is both open and
+// mapped shared: restored, the descriptor and the mapping would be two
+// objects, and writes through one would no longer show in the other.
+func (d *dumper) checkSharedFiles(p *Process) error {
+	for _, m := range d.sharedFiles {
+		for _, ref := range d.files.byIno[[2]uint64{m.dev, m.ino}] {
+			if d.files.files[ref.index].Kind == FileDeleted {
+				return &FDError{PID: p.PID, FD: ref.fd, What: m.v.Name + " (deleted)",
+					Err: fmt.Errorf("open and mapped shared at %#x: %w", m.v.Start, ErrUnsupported)}
+			}
+		}
+	}
+	return nil
 }

@@ -99,6 +99,9 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if err := d.files.checkPipes(p); err != nil {
 		return nil, err
 	}
+	if err := d.checkSharedFiles(p); err != nil {
+		return nil, err
+	}
 	if shared, err := ptrace.PeekSigInfo(pid, true); err != nil {
 		return nil, err
 	} else {
