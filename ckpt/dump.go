@@ -131,7 +131,7 @@ func (d *dumper) precheck() error {
 		return err
 	}
 	const pfKthread = 0x00200000
-	if st.Flags&pfKthread != 0 || st.PPID == 2 && st.StartCode == 0 {
+	if st.Flags&pfKthread != 0 {
 		return &ProcessError{PID: d.pid, Err: errors.New("is a kernel thread")}
 	}
 	if st.State == 'Z' || st.State == 'X' {

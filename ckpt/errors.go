@@ -3,6 +3,9 @@ package ckpt
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+
+	"github.com/relocate/relocate/ckpt/image"
 )
 
 // Expected failures, for errors.Is. They describe the input, not a bug.
@@ -54,12 +57,17 @@ func (e *MappingError) Error() string {
 func (e *MappingError) Unwrap() error { return e.Err }
 
 // Expected reports whether err describes bad input or an unsupported
-// situation (one clean line for the user) rather than a bug.
+// situation (one clean line for the user) rather than a bug in relocate.
 func Expected(err error) bool {
 	var pe *ProcessError
 	var fe *FDError
 	var me *MappingError
+	var pathErr *fs.PathError
+	var fmtErr *image.FormatError
+	var verErr *image.VersionError
 	return errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &me) ||
+		errors.As(err, &pathErr) || errors.As(err, &fmtErr) || errors.As(err, &verErr) ||
 		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken) ||
-		errors.Is(err, ErrTerminal)
+		errors.Is(err, ErrTerminal) || errors.Is(err, image.ErrNotImage) || errors.Is(err, image.ErrCorrupt) ||
+		errors.Is(err, image.ErrTruncated) || errors.Is(err, image.ErrTrailingData)
 }

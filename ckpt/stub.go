@@ -200,10 +200,10 @@ func (st *remote) moveVDSO(want []VMA, avoid []mem.Range) error {
 	}
 	step := func(from, to uint64) error {
 		for _, m := range have {
-			off := m.Start - from
 			if m.Start < from {
 				return errors.New("internal: vDSO parts out of order")
 			}
+			off := m.Start - from
 			if _, err := st.call(unix.SYS_MREMAP, m.Start, m.End-m.Start, m.End-m.Start,
 				unix.MREMAP_MAYMOVE|unix.MREMAP_FIXED, to+off); err != nil {
 				return fmt.Errorf("move %s: %w", m.Path, err)

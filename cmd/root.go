@@ -102,6 +102,8 @@ func report(w io.Writer, err error, interrupted bool) int {
 	fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
 	if h := hint(err); h != "" {
 		fmt.Fprintf(w, "relocate: hint: %s\n", h)
+	} else if !ckpt.Expected(err) {
+		fmt.Fprintf(w, "relocate: hint: this looks like a bug in relocate %s; please report it with the line above\n", version())
 	}
 	return ExitError
 }
