@@ -22,6 +22,13 @@ type memRun struct {
 // chunkPages is the largest run handed to the image writer at once.
 const chunkPages = 256
 
+// unsupportedVMFlags are smaps VmFlags of mappings relocate cannot carry.
+var unsupportedVMFlags = map[string]string{
+	"io": "a device mapping (VM_IO)",
+	"pf": "a device mapping (VM_PFNMAP)",
+	"ht": "a hugetlbfs mapping",
+}
+
 // classify decides how a mapping is saved.
 func classify(m proc.Mapping) string {
 	switch {
@@ -85,6 +92,12 @@ func (d *dumper) collectMemory(p *Process) error {
 		}
 		if m.Exec {
 			v.Prot |= unix.PROT_EXEC
+		}
+		for flag, what := range unsupportedVMFlags {
+			if m.HasFlag(flag) && v.Kind != VMAVDSO && v.Kind != VMAVsyscall {
+				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump",
+					Err: fmt.Errorf("%s: %w", what, ErrUnsupported)}
+			}
 		}
 		if v.Kind == VMAFile || v.Kind == VMAShared {
 			v.File = fileID(m.Path)
