@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/sock"
 )
 
 // Expected failures, for errors.Is. They describe the input, not a bug.
@@ -69,5 +70,6 @@ func Expected(err error) bool {
 		errors.As(err, &pathErr) || errors.As(err, &fmtErr) || errors.As(err, &verErr) ||
 		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken) ||
 		errors.Is(err, ErrTerminal) || errors.Is(err, image.ErrNotImage) || errors.Is(err, image.ErrCorrupt) ||
-		errors.Is(err, image.ErrTruncated) || errors.Is(err, image.ErrTrailingData)
+		errors.Is(err, image.ErrTruncated) || errors.Is(err, image.ErrTrailingData) ||
+		errors.Is(err, sock.ErrUnsupported)
 }

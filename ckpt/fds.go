@@ -12,6 +12,7 @@ import (
 
 	"github.com/relocate/relocate/ckpt/image"
 	"github.com/relocate/relocate/ckpt/proc"
+	"github.com/relocate/relocate/sock"
 )
 
 // fileTable collects the open file descriptions of a checkpoint. Descriptors
@@ -161,7 +162,17 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 		}
 		d.files.pipeBlob[st.Ino] = f
 	case unix.S_IFSOCK:
-		return fail(fmt.Sprintf("%s (%s)", link, socketKind(pidfd, fd)), ErrUnsupported)
+		dup, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			return fail(link, fmt.Errorf("pidfd_getfd: %w", err))
+		}
+		st, err := sock.Inspect(dup)
+		kind := sock.Kind(dup)
+		unix.Close(dup)
+		if err != nil {
+			return fail(fmt.Sprintf("%s (%s)", link, kind), err)
+		}
+		f.Kind, f.Socket = FileSocket, st
 	default:
 		kind := link
 		if strings.HasPrefix(link, "anon_inode:") {
@@ -298,39 +309,6 @@ func peekPipe(pidfd, fd int, procPath string, flags int) ([]byte, error) {
 		got += m
 	}
 	return out, nil
-}
-
-// socketKind names a socket for error messages: tcp, udp6, unix, ...
-func socketKind(pidfd, fd int) string {
-	s, err := unix.PidfdGetfd(pidfd, fd, 0)
-	if err != nil {
-		return "socket"
-	}
-	defer unix.Close(s)
-	domain, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_DOMAIN)
-	typ, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_TYPE)
-	proto, _ := unix.GetsockoptInt(s, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	var name string
-	switch {
-	case domain == unix.AF_UNIX:
-		return "unix"
-	case domain == unix.AF_NETLINK:
-		return "netlink"
-	case proto == unix.IPPROTO_TCP:
-		name = "tcp"
-	case proto == unix.IPPROTO_MPTCP:
-		name = "mptcp"
-	case proto == unix.IPPROTO_UDP:
-		name = "udp"
-	case typ == unix.SOCK_RAW:
-		name = "raw"
-	default:
-		name = "socket"
-	}
-	if domain == unix.AF_INET6 {
-		name += "6"
-	}
-	return name
 }
 
 // kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are the same open

@@ -4,6 +4,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relocate/relocate/ckpt/ptrace"
+	"github.com/relocate/relocate/sock"
 )
 
 // Checkpoint is the metadata record of an image: everything but memory
@@ -186,6 +187,7 @@ const (
 	FileSignalfd = "signalfd"
 	FileInotify  = "inotify"
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
+	FileSocket   = "socket"
 )
 
 // File is one open file description.
@@ -205,6 +207,7 @@ type File struct {
 	SigMask uint64         `json:"sigmask,omitempty"` // signalfd
 	Epoll   []EpollWatch   `json:"epoll,omitempty"`
 	Inotify []InotifyWatch `json:"inotify,omitempty"`
+	Socket  *sock.State    `json:"socket,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/sock"
 )
 
 // blobSink receives a blob's contents while the image streams in: deleted
@@ -258,6 +259,11 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			return -1, fmt.Errorf("the image holds a terminal (dumped with --shell-job) and relocate has none to give it: run restore from a terminal: %w", err)
 		}
 		return fd, nil
+	case FileSocket:
+		if f.Socket == nil {
+			return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
+		}
+		return sock.Create(f.Socket, f.Flags)
 	case FileInotify:
 		return newInotify(f.Inotify, f.Flags)
 	case FileEpoll:

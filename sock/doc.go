@@ -1,5 +1,9 @@
-// Package sock owns socket state: TCP_REPAIR dump and restore, UDP and unix
-// sockets, and the network lock. It must never import cmd, transfer or ckpt.
+// Package sock owns socket state: reading it from a socket (a pidfd_getfd
+// duplicate of the checkpointed process's), and making an equivalent socket
+// at restore. It imports nothing of ours.
 //
-// Nothing is implemented yet: the engine refuses every socket at dump time.
+// Supported now: sockets that are not connected, listening TCP and unix
+// stream/seqpacket sockets (their pending connections refused), bound UDP
+// sockets with no queued datagrams, and unbound sockets. Established TCP
+// connections (TCP_REPAIR, the network lock) are the next step.
 package sock

@@ -1,5 +1,6 @@
-/* sockhold: a counter that also holds a listening TCP socket, which a
- * checkpoint must refuse while leaving the process running. */
+/* sockhold: a counter that also holds an established TCP connection (to
+ * itself, over loopback), which a checkpoint must refuse while leaving the
+ * process running. */
 #include "proto.h"
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -17,10 +18,17 @@ int main(int argc, char **argv) {
 	proto_init(argc, argv);
 	int s = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 1))
+	socklen_t len = sizeof a;
+	if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 1) || getsockname(s, (struct sockaddr *)&a, &len))
+		return 1;
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	if (connect(c, (struct sockaddr *)&a, len))
+		return 1;
+	int conn = accept(s, NULL, NULL);
+	if (conn < 0)
 		return 1;
 	char extra[32];
-	snprintf(extra, sizeof extra, "fd=%d\n", s);
+	snprintf(extra, sizeof extra, "fd=%d\n", c);
 	proto_ready(extra);
 	proto_loop(check, tick);
 }

@@ -1,0 +1,244 @@
+package sock
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnsupported marks socket states this package cannot carry yet.
+var ErrUnsupported = errors.New("not supported yet")
+
+// State is what a restore needs to make the socket again.
+type State struct {
+	Family    int    `json:"family"`
+	Type      int    `json:"type"`
+	Protocol  int    `json:"protocol"`
+	Addr      string `json:"addr,omitempty"` // "ip:port", a unix path, "@name" for an abstract name; "" unbound
+	Listening bool   `json:"listening,omitempty"`
+	Backlog   int    `json:"backlog,omitempty"`
+	ReuseAddr bool   `json:"reuse_addr,omitempty"`
+	ReusePort bool   `json:"reuse_port,omitempty"`
+	V6Only    bool   `json:"v6only,omitempty"`
+	KeepAlive bool   `json:"keepalive,omitempty"`
+	NoDelay   bool   `json:"nodelay,omitempty"`
+}
+
+// Kind names the socket the way error messages do: tcp, udp6, unix, ...
+func Kind(fd int) string {
+	domain, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	var name string
+	switch {
+	case domain == unix.AF_UNIX:
+		return "unix"
+	case domain == unix.AF_NETLINK:
+		return "netlink"
+	case domain == unix.AF_PACKET:
+		return "packet"
+	case proto == unix.IPPROTO_TCP:
+		name = "tcp"
+	case proto == unix.IPPROTO_MPTCP:
+		name = "mptcp"
+	case proto == unix.IPPROTO_UDP:
+		name = "udp"
+	case typ == unix.SOCK_RAW:
+		name = "raw"
+	default:
+		name = "socket"
+	}
+	if domain == unix.AF_INET6 {
+		name += "6"
+	}
+	return name
+}
+
+// Inspect reads the state of the socket fd (a duplicate of the
+// process's: the open file description is the same).
+func Inspect(fd int) (*State, error) {
+	var s State
+	var err error
+	if s.Family, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN); err != nil {
+		return nil, err
+	}
+	s.Type, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	s.Protocol, _ = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	switch {
+	case s.Family == unix.AF_INET || s.Family == unix.AF_INET6:
+		if s.Protocol == unix.IPPROTO_MPTCP {
+			return nil, fmt.Errorf("MPTCP (Go's net package uses it for listeners by default; GODEBUG=multipathtcp=0 avoids it): %w", ErrUnsupported)
+		}
+		if s.Protocol != unix.IPPROTO_TCP && s.Protocol != unix.IPPROTO_UDP {
+			return nil, ErrUnsupported
+		}
+	case s.Family == unix.AF_UNIX:
+		if s.Type != unix.SOCK_STREAM && s.Type != unix.SOCK_SEQPACKET {
+			return nil, fmt.Errorf("unix datagram sockets: %w", ErrUnsupported)
+		}
+	default:
+		return nil, ErrUnsupported
+	}
+	if _, err := unix.Getpeername(fd); err == nil {
+		what := "connected sockets"
+		if s.Protocol == unix.IPPROTO_TCP {
+			what = "established TCP connections (TCP_REPAIR)"
+		}
+		return nil, fmt.Errorf("%s: %w", what, ErrUnsupported)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	s.Addr = addrString(sa)
+	if acc, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc == 1 {
+		s.Listening = true
+		if waiting(fd) {
+			return nil, fmt.Errorf("connections waiting in the accept queue: %w", ErrUnsupported)
+		}
+		s.Backlog = unix.SOMAXCONN
+		if s.Protocol == unix.IPPROTO_TCP {
+			if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				s.Backlog = int(ti.Sacked) // sk_max_ack_backlog for a listener
+			}
+		}
+	} else if s.Protocol == unix.IPPROTO_UDP && waiting(fd) {
+		return nil, fmt.Errorf("datagrams waiting to be read: %w", ErrUnsupported)
+	} else if s.Protocol == unix.IPPROTO_TCP && s.Addr != "" && !strings.HasSuffix(s.Addr, ":0") {
+		return nil, fmt.Errorf("a bound, unconnected TCP socket: %w", ErrUnsupported)
+	}
+	flag := func(level, opt int) bool { v, _ := unix.GetsockoptInt(fd, level, opt); return v != 0 }
+	s.ReuseAddr = flag(unix.SOL_SOCKET, unix.SO_REUSEADDR)
+	s.ReusePort = flag(unix.SOL_SOCKET, unix.SO_REUSEPORT)
+	s.KeepAlive = flag(unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+	if s.Family == unix.AF_INET6 {
+		s.V6Only = flag(unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+	}
+	if s.Protocol == unix.IPPROTO_TCP {
+		s.NoDelay = flag(unix.IPPROTO_TCP, unix.TCP_NODELAY)
+	}
+	if s.Family != unix.AF_UNIX && strings.HasSuffix(s.Addr, ":0") && !s.Listening {
+		s.Addr = "" // never bound
+	}
+	return &s, nil
+}
+
+// waiting reports whether the socket has something to read: a pending
+// connection on a listener, a datagram on a UDP socket.
+func waiting(fd int) bool {
+	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n > 0 && p[0].Revents&unix.POLLIN != 0
+}
+
+func addrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)).String()
+	case *unix.SockaddrUnix:
+		if strings.HasPrefix(a.Name, "\x00") {
+			return "@" + a.Name[1:]
+		}
+		if a.Name == "" {
+			return ""
+		}
+		if a.Name[0] == '@' { // Go reports abstract names with a leading @
+			return a.Name
+		}
+		return a.Name
+	}
+	return ""
+}
+
+// Create makes a socket like s, bound and listening as it was. flags are
+// the file status flags to give it (O_NONBLOCK); it is always close-on-exec.
+// A unix socket path left behind by the checkpointed process is replaced.
+func Create(s *State, flags int) (int, error) {
+	typ := s.Type | unix.SOCK_CLOEXEC
+	if flags&unix.O_NONBLOCK != 0 {
+		typ |= unix.SOCK_NONBLOCK
+	}
+	fd, err := unix.Socket(s.Family, typ, s.Protocol)
+	if err != nil {
+		return -1, fmt.Errorf("socket: %w", err)
+	}
+	if err := configure(fd, s); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func configure(fd int, s *State) error {
+	set := func(level, opt int, on bool) error {
+		if !on {
+			return nil
+		}
+		return unix.SetsockoptInt(fd, level, opt, 1)
+	}
+	if err := errors.Join(set(unix.SOL_SOCKET, unix.SO_REUSEADDR, s.ReuseAddr),
+		set(unix.SOL_SOCKET, unix.SO_REUSEPORT, s.ReusePort),
+		set(unix.SOL_SOCKET, unix.SO_KEEPALIVE, s.KeepAlive)); err != nil {
+		return fmt.Errorf("setsockopt: %w", err)
+	}
+	if s.Family == unix.AF_INET6 {
+		v := 0
+		if s.V6Only {
+			v = 1
+		}
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, v); err != nil {
+			return fmt.Errorf("setsockopt IPV6_V6ONLY: %w", err)
+		}
+	}
+	if s.Protocol == unix.IPPROTO_TCP && s.NoDelay {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+			return fmt.Errorf("setsockopt TCP_NODELAY: %w", err)
+		}
+	}
+	if s.Addr == "" {
+		return nil
+	}
+	sa, err := sockaddr(s)
+	if err != nil {
+		return err
+	}
+	if u, ok := sa.(*unix.SockaddrUnix); ok && !strings.HasPrefix(u.Name, "@") {
+		if fi, err := os.Lstat(u.Name); err == nil {
+			if fi.Mode()&os.ModeSocket == 0 {
+				return fmt.Errorf("bind %s: a file that is not a socket is in the way", u.Name)
+			}
+			if err := os.Remove(u.Name); err != nil {
+				return err
+			}
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return fmt.Errorf("bind %s: %w", s.Addr, err)
+	}
+	if s.Listening {
+		if err := unix.Listen(fd, max(s.Backlog, 1)); err != nil {
+			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+	}
+	return nil
+}
+
+func sockaddr(s *State) (unix.Sockaddr, error) {
+	if s.Family == unix.AF_UNIX {
+		return &unix.SockaddrUnix{Name: s.Addr}, nil
+	}
+	ap, err := netip.ParseAddrPort(s.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("socket address %q: %w", s.Addr, err)
+	}
+	if s.Family == unix.AF_INET {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, nil
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, nil
+}
