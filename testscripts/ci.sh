@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v gcc >/dev/null || ! command -v python3 >/dev/null; then
+if ! command -v gcc >/dev/null || ! command -v python3 >/dev/null || ! command -v redis-server >/dev/null ||
+	! command -v script >/dev/null; then
 	apt-get update -q
-	apt-get install -y -q gcc libc6-dev python3
+	apt-get install -y -q gcc libc6-dev python3 redis-server redis-tools bsdutils
 fi
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 # The binary must stay static.

@@ -219,9 +219,13 @@ func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	var last []byte
 	ok := waitFor(timeout, func() bool {
+		if re == nil { // existence is enough (the path may be a socket)
+			_, err := os.Stat(path)
+			return err == nil
+		}
 		b, err := os.ReadFile(path)
 		last = b
-		return err == nil && (re == nil || re.Match(b))
+		return err == nil && re.Match(b)
 	})
 	if !ok {
 		ts.Fatalf("waitfile %s: timed out; content: %q", args[0], last)
