@@ -1,0 +1,89 @@
+package sock
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// Conn names one TCP connection by its ports (the local side first).
+type Conn struct {
+	LocalPort, PeerPort uint16
+}
+
+// Lock drops every packet of a set of TCP connections, in and out, so that
+// the peer's retransmissions meet silence instead of a reset while the
+// connection has no socket. It is one nftables table of our own (inet
+// family, base chains at priority -200); nothing else in the ruleset is
+// touched, and Unlock deletes the table.
+type Lock struct {
+	name string
+}
+
+// NewLock installs the drop rules for conns in a table named name.
+func NewLock(name string, conns []Conn) (*Lock, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	prio := nftables.ChainPriority(-200)
+	policy := nftables.ChainPolicyAccept
+	in := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: &prio, Policy: &policy})
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: &prio, Policy: &policy})
+	for _, k := range conns {
+		// Incoming: from the peer's port to ours; outgoing: the reverse.
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: dropPorts(k.PeerPort, k.LocalPort)})
+		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: dropPorts(k.LocalPort, k.PeerPort)})
+	}
+	if err := c.Flush(); err != nil {
+		return nil, fmt.Errorf("network lock: install nftables table %s: %w", name, err)
+	}
+	return &Lock{name: name}, nil
+}
+
+// dropPorts matches TCP from sport to dport and drops it.
+func dropPorts(sport, dport uint16) []expr.Any {
+	be := func(p uint16) []byte { b := make([]byte, 2); binary.BigEndian.PutUint16(b, p); return b }
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(sport)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(dport)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}
+}
+
+// Unlock removes the table. It is safe to call more than once.
+func (l *Lock) Unlock() error {
+	if l == nil || l.name == "" {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("network unlock: %w", err)
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: l.name})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("network unlock: delete nftables table %s: %w", l.name, err)
+	}
+	l.name = ""
+	return nil
+}
+
+// LockAvailable reports whether nftables can be used here.
+func LockAvailable() error {
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	_, err = c.ListTables()
+	return err
+}
