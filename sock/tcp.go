@@ -1,0 +1,278 @@
+package sock
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/sys/unix"
+)
+
+// Queue selectors for TCP_REPAIR_QUEUE (include/uapi/linux/tcp.h).
+const (
+	tcpRecvQueue = 1 // TCP_RECV_QUEUE
+	tcpSendQueue = 2 // TCP_SEND_QUEUE
+)
+
+// tcp_info option bits (include/uapi/linux/tcp.h).
+const (
+	tcpiOptTimestamps = 1 // TCPI_OPT_TIMESTAMPS
+	tcpiOptSACK       = 2 // TCPI_OPT_SACK
+	tcpiOptWscale     = 4 // TCPI_OPT_WSCALE
+)
+
+// TCPConn is an established TCP connection as TCP_REPAIR reads it.
+type TCPConn struct {
+	Local     string    `json:"local"` // ip:port
+	Peer      string    `json:"peer"`
+	SendSeq   uint32    `json:"send_seq"` // sequence number of the first byte of SendQueue
+	RecvSeq   uint32    `json:"recv_seq"` // of the first byte of RecvQueue
+	SendQueue []byte    `json:"send_queue,omitempty"`
+	Unsent    int       `json:"unsent"` // trailing bytes of SendQueue never sent
+	RecvQueue []byte    `json:"recv_queue,omitempty"`
+	MSS       int       `json:"mss"`
+	SndWscale int       `json:"snd_wscale"`
+	RcvWscale int       `json:"rcv_wscale"`
+	Wscale    bool      `json:"wscale,omitempty"`
+	SACK      bool      `json:"sack,omitempty"`
+	Stamps    bool      `json:"timestamps,omitempty"`
+	Timestamp uint32    `json:"timestamp"`
+	Window    [5]uint32 `json:"window"` // struct tcp_repair_window
+}
+
+func setInt(fd, opt, v int) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt, v); err != nil {
+		return fmt.Errorf("setsockopt %d=%d: %w", opt, v, err)
+	}
+	return nil
+}
+
+// RepairOn puts a socket into repair mode: from now on closing it sends
+// nothing to the peer. Needs CAP_NET_ADMIN.
+func RepairOn(fd int) error { return setInt(fd, unix.TCP_REPAIR, unix.TCP_REPAIR_ON) }
+
+// RepairOff takes a socket out of repair mode; the connection goes on.
+func RepairOff(fd int) error { return setInt(fd, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF) }
+
+// InspectTCP reads an established connection; fd must be in repair mode.
+func InspectTCP(fd int) (*TCPConn, error) {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return nil, err
+	}
+	if ti.State != unix.BPF_TCP_ESTABLISHED {
+		return nil, fmt.Errorf("TCP connection in state %d (only established ones are carried): %w", ti.State, ErrUnsupported)
+	}
+	local, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, err
+	}
+	peer, err := unix.Getpeername(fd)
+	if err != nil {
+		return nil, err
+	}
+	c := &TCPConn{Local: addrString(local), Peer: addrString(peer)}
+	var qerr error
+	if c.RecvQueue, c.RecvSeq, qerr = readQueue(fd, tcpRecvQueue, unix.SIOCINQ); qerr != nil {
+		return nil, qerr
+	}
+	if c.SendQueue, c.SendSeq, qerr = readQueue(fd, tcpSendQueue, unix.SIOCOUTQ); qerr != nil {
+		return nil, qerr
+	}
+	if c.Unsent, err = unix.IoctlGetInt(fd, unix.SIOCOUTQNSD); err != nil {
+		return nil, fmt.Errorf("SIOCOUTQNSD: %w", err)
+	}
+	if c.MSS, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG); err != nil {
+		return nil, err
+	}
+	ts, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+	if err != nil {
+		return nil, err
+	}
+	c.Timestamp = uint32(ts)
+	c.SACK = ti.Options&tcpiOptSACK != 0
+	c.Stamps = ti.Options&tcpiOptTimestamps != 0
+	c.Wscale = ti.Options&tcpiOptWscale != 0
+	// x/sys hides the wscale bitfield byte; read it from the raw struct.
+	raw := make([]byte, 8)
+	if err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_INFO, raw); err != nil {
+		return nil, err
+	}
+	c.SndWscale, c.RcvWscale = int(raw[6]&0x0f), int(raw[6]>>4)
+	win := make([]byte, 20)
+	if err := getsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, win); err != nil {
+		return nil, err
+	}
+	for i := range c.Window {
+		c.Window[i] = binary.LittleEndian.Uint32(win[4*i:])
+	}
+	return c, nil
+}
+
+// readQueue peeks the whole of one queue and returns it with the sequence
+// number of its first byte (TCP_QUEUE_SEQ gives the one after its last).
+func readQueue(fd, queue int, sizeIoctl uint) ([]byte, uint32, error) {
+	if err := setInt(fd, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+		return nil, 0, err
+	}
+	seq, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ)
+	if err != nil {
+		return nil, 0, fmt.Errorf("TCP_QUEUE_SEQ: %w", err)
+	}
+	size, err := unix.IoctlGetInt(fd, sizeIoctl)
+	if err != nil {
+		return nil, 0, err
+	}
+	data := make([]byte, size)
+	for got := 0; got < size; {
+		n, _, err := unix.Recvfrom(fd, data[got:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err != nil {
+			return nil, 0, fmt.Errorf("peek queue %d: %w", queue, err)
+		}
+		if n == 0 {
+			break
+		}
+		got = n // MSG_PEEK starts from the front each time
+		if n < size {
+			data = data[:n]
+			break
+		}
+	}
+	return data, uint32(seq) - uint32(len(data)), nil
+}
+
+// CreateTCP rebuilds an established connection from c. The socket stays in
+// repair mode, so that closing it on a failed restore sends nothing;
+// FinishTCP brings it to life. flags are the file status flags (O_NONBLOCK).
+func CreateTCP(c *TCPConn, flags int) (int, error) {
+	local, err := netip.ParseAddrPort(c.Local)
+	if err != nil {
+		return -1, err
+	}
+	peer, err := netip.ParseAddrPort(c.Peer)
+	if err != nil {
+		return -1, err
+	}
+	family := unix.AF_INET
+	if local.Addr().Is6() && !local.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, err
+	}
+	if err := buildTCP(fd, family, c, local, peer); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if flags&unix.O_NONBLOCK != 0 {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+func buildTCP(fd, family int, c *TCPConn, local, peer netip.AddrPort) error {
+	if err := RepairOn(fd); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.TCP_QUEUE_SEQ, int(int32(c.RecvSeq))); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+		return err
+	}
+	if err := setInt(fd, unix.TCP_QUEUE_SEQ, int(int32(c.SendSeq))); err != nil {
+		return err
+	}
+	// No SO_REUSEADDR here: repair mode already set SK_FORCE_REUSE, which
+	// lets the socket share its port with the listener that accepted it.
+	toSA := func(ap netip.AddrPort) unix.Sockaddr {
+		if family == unix.AF_INET {
+			return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
+		}
+		return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	}
+	if err := unix.Bind(fd, toSA(local)); err != nil {
+		return fmt.Errorf("bind %s: %w", local, err)
+	}
+	if err := unix.Connect(fd, toSA(peer)); err != nil { // no SYN in repair mode
+		return fmt.Errorf("connect %s (repair): %w", peer, err)
+	}
+	opts := []uint32{unix.TCPOPT_MAXSEG, uint32(c.MSS)}
+	if c.Wscale {
+		opts = append(opts, unix.TCPOPT_WINDOW, uint32(c.SndWscale)|uint32(c.RcvWscale)<<16)
+	}
+	if c.SACK {
+		opts = append(opts, unix.TCPOPT_SACK_PERMITTED, 0)
+	}
+	if c.Stamps {
+		opts = append(opts, unix.TCPOPT_TIMESTAMP, 0)
+	}
+	ob := make([]byte, 4*len(opts))
+	for i, v := range opts {
+		binary.LittleEndian.PutUint32(ob[4*i:], v)
+	}
+	if err := setsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, ob); err != nil {
+		return fmt.Errorf("TCP_REPAIR_OPTIONS: %w", err)
+	}
+	if c.Stamps {
+		if err := setInt(fd, unix.TCP_TIMESTAMP, int(int32(c.Timestamp))); err != nil {
+			return err
+		}
+	}
+	if err := fillQueue(fd, tcpRecvQueue, c.RecvQueue); err != nil {
+		return err
+	}
+	sent := len(c.SendQueue) - c.Unsent
+	if sent < 0 || c.Unsent < 0 {
+		return errors.New("TCP state: more unsent bytes than queued")
+	}
+	if err := fillQueue(fd, tcpSendQueue, c.SendQueue[:sent]); err != nil {
+		return err
+	}
+	win := make([]byte, 20)
+	for i, v := range c.Window {
+		binary.LittleEndian.PutUint32(win[4*i:], v)
+	}
+	if err := setsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, win); err != nil {
+		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
+	}
+	return nil
+}
+
+// FinishTCP takes a socket made by CreateTCP out of repair mode and sends
+// the bytes the process had written but the kernel had not sent yet.
+func FinishTCP(fd int, c *TCPConn) error {
+	if err := RepairOff(fd); err != nil {
+		return err
+	}
+	for rest := c.SendQueue[len(c.SendQueue)-c.Unsent:]; len(rest) > 0; {
+		n, err := unix.SendmsgN(fd, rest, nil, nil, unix.MSG_DONTWAIT)
+		if err != nil {
+			return fmt.Errorf("send unsent bytes: %w", err)
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+func fillQueue(fd, queue int, data []byte) error {
+	if err := setInt(fd, unix.TCP_REPAIR_QUEUE, queue); err != nil {
+		return err
+	}
+	for len(data) > 0 {
+		n, err := unix.SendmsgN(fd, data, nil, nil, 0)
+		if err != nil {
+			return fmt.Errorf("refill queue %d: %w", queue, err)
+		}
+		data = data[n:]
+	}
+	return nil
+}

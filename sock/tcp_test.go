@@ -1,0 +1,107 @@
+package sock
+
+import (
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestTCPRepairRoundTrip: the server end of a loopback connection, with
+// unread bytes in both directions, is read in repair mode, closed (which
+// sends nothing), rebuilt, and goes on carrying data both ways.
+func TestTCPRepairRoundTrip(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN) for TCP_REPAIR")
+	}
+	if err := LockAvailable(); err != nil {
+		t.Skipf("nftables unavailable: %v", err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := sc.(*net.TCPConn)
+	if _, err := client.Write([]byte("to-server")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.Write([]byte("to-client")); err != nil {
+		t.Fatal(err)
+	}
+	f, err := server.File() // a duplicate: the Go conn can be closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	fd := int(f.Fd())
+	// Wait until "to-server" is in the server's receive queue.
+	for i := 0; i < 500; i++ {
+		if n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ); n == 9 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	lport := uint16(client.RemoteAddr().(*net.TCPAddr).Port)
+	pport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
+	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: lport, PeerPort: pport}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	if err := RepairOn(fd); err != nil {
+		t.Fatal(err)
+	}
+	st, err := InspectTCP(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(st.RecvQueue) != "to-server" {
+		t.Fatalf("receive queue %q", st.RecvQueue)
+	}
+	f.Close() // in repair mode: no FIN, no RST
+	nfd, err := CreateTCP(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := FinishTCP(nfd, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	restored := os.NewFile(uintptr(nfd), "restored")
+	defer restored.Close()
+
+	buf := make([]byte, 9)
+	if _, err := io.ReadFull(restored, buf); err != nil || string(buf) != "to-server" {
+		t.Fatalf("restored end read %q, %v", buf, err)
+	}
+	if _, err := restored.Write([]byte("+after")); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len("to-client+after"))
+	if _, err := io.ReadFull(client, got); err != nil || string(got) != "to-client+after" {
+		t.Fatalf("client read %q, %v", got, err)
+	}
+	if _, err := client.Write([]byte("!")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(restored, buf[:1]); err != nil || buf[0] != '!' {
+		t.Fatalf("restored end read %q, %v", buf[:1], err)
+	}
+}
