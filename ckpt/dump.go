@@ -15,6 +15,7 @@ import (
 	"github.com/relocate/relocate/ckpt/image"
 	"github.com/relocate/relocate/ckpt/proc"
 	"github.com/relocate/relocate/ckpt/ptrace"
+	"github.com/relocate/relocate/sock"
 )
 
 // Progress is updated by Dump and Restore for whoever draws a progress bar.
@@ -59,6 +60,7 @@ type DumpResult struct {
 	Frozen      time.Duration `json:"-"`
 	FrozenMS    int64         `json:"frozen_ms"`
 	Killed      bool          `json:"killed"`
+	NetLocked   bool          `json:"net_locked,omitempty"` // connections stay locked until restore
 }
 
 type dumper struct {
@@ -71,6 +73,8 @@ type dumper struct {
 	// sharedFiles are MAP_SHARED memfd/deleted-file mappings, checked
 	// against open descriptors.
 	sharedFiles []sharedMapping
+	tcp         []tcpSocket
+	lock        *sock.Lock
 }
 
 // Dump checkpoints pid (every thread) into out. Unless opts.LeaveRunning,
@@ -93,7 +97,7 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		opts.Progress.set("freezing", 0)
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, d.release())
+				err = errors.Join(err, d.releaseNet(true), d.release())
 			}
 		}()
 		if err := d.freeze(); err != nil {
@@ -172,6 +176,9 @@ func (d *dumper) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, er
 		return nil, err
 	}
 	cp := &Checkpoint{Root: d.pid, Processes: []Process{*p}, Files: d.files.files}
+	if d.lock != nil {
+		cp.NetLock = lockName(d.pid)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -220,10 +227,14 @@ func (d *dumper) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, er
 		return nil, err
 	}
 	if d.opts.LeaveRunning {
-		return res, d.release()
+		return res, errors.Join(d.releaseNet(true), d.release())
 	}
 	res.Killed = true
-	return res, d.kill()
+	if err := d.kill(); err != nil {
+		return res, err
+	}
+	res.NetLocked = d.lock != nil
+	return res, d.releaseNet(false)
 }
 
 func (d *dumper) header(p *Process) image.Header {

@@ -73,7 +73,97 @@ func (d *dumper) collectFDs(p *Process) error {
 		p.FDs = append(p.FDs, ent)
 		inodes[fd] = ino
 	}
-	return d.files.checkEpolls(p, inodes)
+	if err := d.files.checkEpolls(p, inodes); err != nil {
+		return err
+	}
+	return d.collectTCP()
+}
+
+// tcpSocket is an established connection being dumped: a duplicate of the
+// process's socket, in repair mode once the network lock is on.
+type tcpSocket struct {
+	fd        int
+	file      int // index in the file table
+	pid, num  int
+	link      string
+	repairing bool
+}
+
+func isEstablishedTCP(fd int) bool {
+	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if proto != unix.IPPROTO_TCP {
+		return false
+	}
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	return err == nil && ti.State == unix.BPF_TCP_ESTABLISHED
+}
+
+// collectTCP locks the network for every established connection, then
+// reads each in repair mode.
+func (d *dumper) collectTCP() error {
+	if len(d.tcp) == 0 {
+		return nil
+	}
+	var conns []sock.Conn
+	for _, t := range d.tcp {
+		local, err1 := unix.Getsockname(t.fd)
+		peer, err2 := unix.Getpeername(t.fd)
+		if err1 != nil || err2 != nil {
+			return &FDError{PID: t.pid, FD: t.num, What: t.link + " (tcp)", Err: errors.Join(err1, err2)}
+		}
+		conns = append(conns, sock.Conn{LocalPort: sockPort(local), PeerPort: sockPort(peer)})
+	}
+	lock, err := sock.NewLock(lockName(d.pid), conns)
+	if err != nil {
+		return &ProcessError{PID: d.pid, Err: fmt.Errorf("established TCP connections need the network lock: %w", err)}
+	}
+	d.lock = lock
+	for i := range d.tcp {
+		t := &d.tcp[i]
+		if err := sock.RepairOn(t.fd); err != nil {
+			return &FDError{PID: t.pid, FD: t.num, What: t.link + " (tcp)", Err: fmt.Errorf("TCP_REPAIR: %w", err)}
+		}
+		t.repairing = true
+		c, err := sock.InspectTCP(t.fd)
+		if err != nil {
+			return &FDError{PID: t.pid, FD: t.num, What: t.link + " (tcp)", Err: err}
+		}
+		d.files.files[t.file].TCP = c
+	}
+	return nil
+}
+
+func sockPort(sa unix.Sockaddr) uint16 {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return uint16(a.Port)
+	case *unix.SockaddrInet6:
+		return uint16(a.Port)
+	}
+	return 0
+}
+
+// lockName is the nftables table that holds a process's connections
+// between dump and restore.
+func lockName(pid int) string { return fmt.Sprintf("relocate_%d", pid) }
+
+// releaseNet hands the connections back: to the process (resume: repair
+// off, lock lifted) or to nobody (killed: the duplicates are closed in
+// repair mode, which sends nothing, and the lock stays until restore).
+func (d *dumper) releaseNet(resume bool) error {
+	var errs []error
+	for _, t := range d.tcp {
+		if resume && t.repairing {
+			errs = append(errs, sock.RepairOff(t.fd))
+		}
+		unix.Close(t.fd)
+	}
+	d.tcp = nil
+	if resume {
+		errs = append(errs, d.lock.Unlock())
+		d.lock = nil
+	}
+	return errors.Join(errs...)
 }
 
 func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
@@ -165,6 +255,13 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 		dup, err := unix.PidfdGetfd(pidfd, fd, 0)
 		if err != nil {
 			return fail(link, fmt.Errorf("pidfd_getfd: %w", err))
+		}
+		if isEstablishedTCP(dup) {
+			// Read later, behind the network lock; the duplicate stays open
+			// until the process is gone or resumed.
+			f.Kind = FileTCP
+			d.tcp = append(d.tcp, tcpSocket{fd: dup, file: len(d.files.files), pid: pid, num: fd, link: link})
+			break
 		}
 		st, err := sock.Inspect(dup)
 		kind := sock.Kind(dup)

@@ -11,6 +11,7 @@ import (
 // pages and blob contents, which follow it in the stream.
 type Checkpoint struct {
 	Root      int       `json:"root"`
+	NetLock   string    `json:"net_lock,omitempty"` // nftables table holding the connections until restore
 	Processes []Process `json:"processes"`
 	Files     []File    `json:"files"`
 }
@@ -188,6 +189,7 @@ const (
 	FileInotify  = "inotify"
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 	FileSocket   = "socket"
+	FileTCP      = "tcp" // an established connection (TCP_REPAIR)
 )
 
 // File is one open file description.
@@ -208,6 +210,7 @@ type File struct {
 	Epoll   []EpollWatch   `json:"epoll,omitempty"`
 	Inotify []InotifyWatch `json:"inotify,omitempty"`
 	Socket  *sock.State    `json:"socket,omitempty"`
+	TCP     *sock.TCPConn  `json:"tcp,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

@@ -201,6 +201,8 @@ type restorer struct {
 	toClose []int
 	// VMAs mapped writable for filling, to mprotect afterwards
 	filled []VMA
+	// TCP connections rebuilt in repair mode
+	tcp []restoredTCP
 }
 
 // abort kills whatever was created.
@@ -526,6 +528,9 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 // resume unmaps the code page and lets every thread go with its own
 // registers.
 func (rs *restorer) resume(L *remote) error {
+	if err := rs.finishNet(); err != nil {
+		return err
+	}
 	// Unmapping the page we execute from ends in SIGSEGV at the int3 that is
 	// no longer there: that stop is where the leader gets its registers.
 	if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {

@@ -259,6 +259,16 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			return -1, fmt.Errorf("the image holds a terminal (dumped with --shell-job) and relocate has none to give it: run restore from a terminal: %w", err)
 		}
 		return fd, nil
+	case FileTCP:
+		if f.TCP == nil {
+			return -1, fmt.Errorf("tcp connection without state: %w", image.ErrCorrupt)
+		}
+		fd, err := sock.CreateTCP(f.TCP, f.Flags)
+		if err != nil {
+			return -1, err
+		}
+		rs.tcp = append(rs.tcp, restoredTCP{fd: fd, c: f.TCP})
+		return fd, nil
 	case FileSocket:
 		if f.Socket == nil {
 			return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
@@ -424,4 +434,25 @@ func restorerTerminal() string {
 		}
 	}
 	return "/dev/tty"
+}
+
+// restoredTCP is a connection rebuilt in repair mode, to finish at resume.
+type restoredTCP struct {
+	fd int
+	c  *sock.TCPConn
+}
+
+// finishNet brings the rebuilt connections to life and lifts the lock the
+// dump left. Called just before the process resumes.
+func (rs *restorer) finishNet() error {
+	for _, t := range rs.tcp {
+		if err := sock.FinishTCP(t.fd, t.c); err != nil {
+			return fmt.Errorf("tcp %s -> %s: %w", t.c.Local, t.c.Peer, err)
+		}
+	}
+	rs.tcp = nil
+	if rs.cp.NetLock != "" {
+		return sock.UnlockTable(rs.cp.NetLock)
+	}
+	return nil
 }

@@ -103,6 +103,9 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		}
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%s): %s of memory, %s stored, frozen %d ms%s; process %s\n",
 			res.PID, plural(res.Threads, "thread"), bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
+		if res.NetLocked {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: note: its TCP connections stay locked (nftables table inet relocate_%d) until 'relocate restore' lifts the lock\n", res.PID)
+		}
 	}
 	return nil
 }

@@ -66,15 +66,33 @@ func (l *Lock) Unlock() error {
 	if l == nil || l.name == "" {
 		return nil
 	}
+	if err := UnlockTable(l.name); err != nil {
+		return err
+	}
+	l.name = ""
+	return nil
+}
+
+// UnlockTable removes the lock table called name, left by a dump whose
+// process was killed; a table that is not there is not an error.
+func UnlockTable(name string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("network unlock: %w", err)
 	}
-	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: l.name})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("network unlock: delete nftables table %s: %w", l.name, err)
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("network unlock: %w", err)
 	}
-	l.name = ""
+	for _, t := range tables {
+		if t.Name != name {
+			continue
+		}
+		c.DelTable(t)
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("network unlock: delete nftables table %s: %w", name, err)
+		}
+	}
 	return nil
 }
 

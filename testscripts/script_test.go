@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/rogpeppe/go-internal/testscript"
 	"golang.org/x/sys/unix"
 
 	"github.com/relocate/relocate/cmd"
+	"github.com/relocate/relocate/sock"
 )
 
 // workloadBin is where TestMain compiled the C workloads.
@@ -27,6 +29,25 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"relocate": func() { os.Exit(cmd.Main()) },
 	})
+}
+
+// lockTables lists relocate's nftables lock tables.
+func lockTables() map[string]bool {
+	out := map[string]bool{}
+	c, err := nftables.New()
+	if err != nil {
+		return out
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return out
+	}
+	for _, tb := range tables {
+		if strings.HasPrefix(tb.Name, "relocate_") {
+			out[tb.Name] = true
+		}
+	}
+	return out
 }
 
 // inCI reports whether a skipped privileged test must count as a failure.
@@ -47,9 +68,11 @@ func buildWorkloads(t *testing.T) string {
 	if err != nil {
 		t.Fatalf("build goticker: %v\n%s", err, goOut)
 	}
-	py, _ := filepath.Abs("workloads/pydict.py")
-	if err := os.Symlink(py, filepath.Join(dir, "pydict.py")); err != nil {
-		t.Fatal(err)
+	for _, py := range []string{"pydict.py", "tcpclient.py"} {
+		abs, _ := filepath.Abs(filepath.Join("workloads", py))
+		if err := os.Symlink(abs, filepath.Join(dir, py)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -69,6 +92,18 @@ func TestScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 	workloadBin = buildWorkloads(t)
+	// Dumps of processes with TCP connections leave their network lock
+	// (an nftables table) for the restore; remove any the scripts left.
+	before := lockTables()
+	t.Cleanup(func() {
+		for name := range lockTables() {
+			if !before[name] {
+				if err := sock.UnlockTable(name); err != nil {
+					t.Errorf("remove %s: %v", name, err)
+				}
+			}
+		}
+	})
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata",
 		RequireExplicitExec: true,
@@ -101,6 +136,8 @@ func TestScripts(t *testing.T) {
 			"track":    cmdTrack,
 			"lines":    cmdLines,
 			"stopped":  cmdStopped,
+			"netlocks": cmdNetlocks,
+			"unlock":   cmdUnlock,
 		},
 	})
 }
@@ -402,4 +439,27 @@ func cmdLines(ts *testscript.TestScript, neg bool, args []string) {
 	if n != atoi(ts, args[1]) {
 		ts.Fatalf("%s has %d lines, want %s:\n%s", args[0], n, args[1], text)
 	}
+}
+
+// cmdNetlocks: netlocks NAME... checks those lock tables exist; ! netlocks
+// checks relocate left none at all (the ruleset is as before the test).
+func cmdNetlocks(ts *testscript.TestScript, neg bool, args []string) {
+	have := lockTables()
+	if neg {
+		if len(have) > 0 {
+			ts.Fatalf("network lock tables left: %v", have)
+		}
+		return
+	}
+	for _, name := range args {
+		if !have[name] {
+			ts.Fatalf("no network lock table %s (have %v)", name, have)
+		}
+	}
+}
+
+// cmdUnlock: unlock PID lifts the network lock a dump of PID left (for
+// control runs that show what the lock is for).
+func cmdUnlock(ts *testscript.TestScript, neg bool, args []string) {
+	ts.Check(sock.UnlockTable("relocate_" + args[0]))
 }

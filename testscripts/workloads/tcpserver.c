@@ -1,0 +1,79 @@
+/* tcpserver: accepts one client and greets it, then reads nothing until
+ * asked: at a checkpoint the client's bytes sit unread in the receive
+ * queue. The check reads what the client sent (waiting up to 10 s for
+ * retransmissions), answers, and checks the reply went out. */
+#include "proto.h"
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+static int lfd, conn = -1;
+static char want[256];
+
+static void tick(void) {
+	if (conn >= 0)
+		return;
+	conn = accept(lfd, NULL, NULL);
+	if (conn < 0)
+		return;
+	const char hello[] = "hello-from-server\n";
+	write(conn, hello, sizeof hello - 1);
+	proto_write("accepted", "1\n");
+}
+
+static void check(char *ok, size_t n) {
+	if (conn < 0) {
+		fail("no client");
+		return;
+	}
+	snprintf(want, sizeof want, "%s/expect", proto_dir);
+	FILE *f = fopen(want, "r");
+	char expect[128] = "";
+	if (!f || !fgets(expect, sizeof expect, f)) {
+		fail("no expect file");
+		if (f)
+			fclose(f);
+		return;
+	}
+	fclose(f);
+	expect[strcspn(expect, "\n")] = 0; /* e.g. "hello-from-client|more" */
+	for (char *p = expect; *p; p++)
+		if (*p == '|')
+			*p = '\n';
+	strcat(expect, "\n");
+	char got[256] = "";
+	size_t have = 0, need = strlen(expect);
+	while (have < need) {
+		struct pollfd p = {.fd = conn, .events = POLLIN};
+		if (poll(&p, 1, 10000) <= 0)
+			break;
+		ssize_t r = read(conn, got + have, need - have);
+		if (r <= 0) {
+			fail("connection: %s", r < 0 ? strerror(errno) : "closed by the peer");
+			return;
+		}
+		have += r;
+	}
+	if (have != need || memcmp(got, expect, need))
+		fail("received %zu bytes %.*s", have, (int)have, got);
+	const char reply[] = "reply-after-restore\n";
+	if (write(conn, reply, sizeof reply - 1) != sizeof reply - 1)
+		fail("reply: %s", strerror(errno));
+	snprintf(ok, n, "received %zu bytes", have);
+}
+
+int main(int argc, char **argv) {
+	proto_init(argc, argv);
+	lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	if (bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 4) || getsockname(lfd, (struct sockaddr *)&a, &len))
+		return 2;
+	fcntl(lfd, F_SETFL, O_NONBLOCK);
+	char extra[32];
+	snprintf(extra, sizeof extra, "port=%d\n", ntohs(a.sin_port));
+	proto_ready(extra);
+	proto_loop(check, tick);
+}
