@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -51,6 +52,10 @@ type globals struct {
 
 type usageError struct{ err error }
 
+// expectedError is a failure that is an answer, not a bug (relocate check
+// finding a machine unusable).
+type expectedError struct{ error }
+
 func (e usageError) Error() string { return e.err.Error() }
 
 // Main runs relocate with os.Args and returns the process exit code.
@@ -69,7 +74,7 @@ func Main() int {
 	}
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newVersionCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd())
 	root.SetContext(ctx)
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process
@@ -102,7 +107,7 @@ func report(w io.Writer, err error, interrupted bool) int {
 	fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
 	if h := hint(err); h != "" {
 		fmt.Fprintf(w, "relocate: hint: %s\n", h)
-	} else if !ckpt.Expected(err) {
+	} else if ee := (expectedError{}); !ckpt.Expected(err) && !errors.As(err, &ee) {
 		fmt.Fprintf(w, "relocate: hint: this looks like a bug in relocate %s; please report it with the line above\n", version())
 	}
 	return ExitError
@@ -155,7 +160,18 @@ func newVersionCmd() *cobra.Command {
 		Short: "print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			fmt.Fprintf(c.OutOrStdout(), "relocate %s\n", version())
+			commit := Commit
+			if bi, ok := debug.ReadBuildInfo(); ok && commit == "" {
+				for _, s := range bi.Settings {
+					if s.Key == "vcs.revision" {
+						commit = s.Value
+					}
+				}
+			}
+			if commit == "" {
+				commit = "unknown"
+			}
+			fmt.Fprintf(c.OutOrStdout(), "relocate %s (commit %s, %s, %s/%s)\n", version(), commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},
 	}
