@@ -52,6 +52,7 @@ type DumpOptions struct {
 // DumpResult summarises a checkpoint.
 type DumpResult struct {
 	PID         int           `json:"pid"`
+	Processes   int           `json:"processes"`
 	Threads     int           `json:"threads"`
 	BytesRaw    int64         `json:"bytes_raw"`
 	BytesStored int64         `json:"bytes_stored"`
@@ -77,15 +78,18 @@ type dumper struct {
 	lock        *sock.Lock
 }
 
-// Dump checkpoints pid (every thread) into out. Unless opts.LeaveRunning,
-// the process is killed once the image is completely written; on any error
-// it is resumed exactly as it was.
+// Dump checkpoints pid, every thread of it and every descendant process,
+// into out. Unless opts.LeaveRunning, the processes are killed once the
+// image is completely written; on any error they are resumed exactly as
+// they were.
 func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpResult, error) {
-	d := &dumper{pid: pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
-	if d.fs.Root == "" {
-		d.fs = proc.Default()
+	fs := opts.Proc
+	if fs.Root == "" {
+		fs = proc.Default()
 	}
-	if err := d.precheck(); err != nil {
+	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable()}
+	root := t.add(pid, fs, opts)
+	if err := root.precheck(); err != nil {
 		return nil, err
 	}
 	tr := ptrace.NewTracer()
@@ -97,14 +101,14 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		opts.Progress.set("freezing", 0)
 		defer func() {
 			if err != nil {
-				err = errors.Join(err, d.releaseNet(true), d.release())
+				err = errors.Join(err, t.release())
 			}
 		}()
-		if err := d.freeze(); err != nil {
+		if err := t.freeze(); err != nil {
 			return err
 		}
 		frozenAt = time.Now()
-		res, err = d.dumpFrozen(ctx, out)
+		res, err = t.dumpFrozen(ctx, out)
 		return err
 	})
 	if err != nil {
@@ -113,6 +117,190 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 	res.Frozen = time.Since(frozenAt)
 	res.FrozenMS = res.Frozen.Milliseconds()
 	return res, nil
+}
+
+// tree is the set of processes being dumped, parents before children.
+// Their dumpers share the frozen tasks and the file table.
+type tree struct {
+	procs []*dumper
+	tasks map[int]*frozenTask
+	files *fileTable
+}
+
+func (t *tree) add(pid int, fs proc.FS, opts DumpOptions) *dumper {
+	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: t.tasks, files: t.files}
+	t.procs = append(t.procs, d)
+	return d
+}
+
+func (t *tree) has(pid int) bool {
+	for _, d := range t.procs {
+		if d.pid == pid {
+			return true
+		}
+	}
+	return false
+}
+
+// freeze freezes the root, then its descendants, until no process of the
+// tree has a child that is not frozen (a fork can race with the freeze).
+// Precondition: called on the tracer thread.
+func (t *tree) freeze() error {
+	root := t.procs[0]
+	for i := 0; i < len(t.procs); i++ {
+		d := t.procs[i]
+		if d != root {
+			if err := d.precheck(); err != nil {
+				return err
+			}
+		}
+		if err := d.freeze(); err != nil {
+			return err
+		}
+		kids, err := d.fs.Children(d.pid)
+		if err != nil {
+			return &ProcessError{PID: d.pid, Err: err}
+		}
+		for _, k := range kids {
+			if !t.has(k) {
+				t.add(k, root.fs, root.opts)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSharedMemory refuses shared memory (MAP_SHARED anonymous, shmem,
+// memfd) mapped by more than one process of the tree: each process would
+// get its own copy back, and they would silently stop sharing.
+func (t *tree) checkSharedMemory() error {
+	owner := map[[2]uint64]int{}
+	for _, d := range t.procs {
+		for _, m := range d.sharedFiles {
+			key := [2]uint64{m.dev, m.ino}
+			if other, ok := owner[key]; ok && other != d.pid {
+				return &MappingError{PID: d.pid, Start: m.v.Start, End: m.v.End, Path: m.v.Name, Op: "dump",
+					Err: fmt.Errorf("shared with pid %d: shared memory between processes is %w", other, ErrUnsupported)}
+			}
+			owner[key] = d.pid
+		}
+	}
+	return nil
+}
+
+// release resumes every process as it was found.
+func (t *tree) release() error {
+	var errs []error
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		d := t.procs[i]
+		errs = append(errs, d.releaseNet(true), d.release())
+	}
+	return errors.Join(errs...)
+}
+
+// dumpFrozen collects everything and writes the image. The tree is
+// frozen. Precondition: called on the tracer thread.
+func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
+	cp := &Checkpoint{Root: t.procs[0].pid}
+	threads := 0
+	for _, d := range t.procs {
+		p, err := d.collectProcess()
+		if err != nil {
+			return nil, err
+		}
+		cp.Processes = append(cp.Processes, *p)
+		threads += len(p.Threads)
+		if d.lock != nil {
+			cp.NetLocks = append(cp.NetLocks, lockName(d.pid))
+		}
+	}
+	// Checks that need the whole tree: a pipe's other end, a shared file
+	// mapped in one process and open in another.
+	for i, d := range t.procs {
+		p := &cp.Processes[i]
+		if err := t.files.checkPipes(p); err != nil {
+			return nil, err
+		}
+		if err := d.checkSharedFiles(p); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.checkSharedMemory(); err != nil {
+		return nil, err
+	}
+	cp.Files = t.files.files
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	w, err := image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{})
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			w.Abort()
+		}
+	}()
+	// ^C while the output is stalled (a full pipe, a hung SSH channel) must
+	// still roll back: aborting the writer unblocks this thread.
+	defer context.AfterFunc(ctx, w.Abort)()
+	if err := w.WriteMeta(cp); err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, d := range t.procs {
+		total += d.runBytes()
+	}
+	t.procs[0].opts.Progress.set("dumping memory", total)
+	for _, d := range t.procs {
+		if err := d.writeMemory(ctx, w); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+	}
+	if err := t.files.writeBlobs(w); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	ok = true
+	if f, isFile := out.(*os.File); isFile {
+		if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EROFS) {
+			return nil, fmt.Errorf("sync image: %w", err)
+		}
+	}
+	st := w.Stats()
+	res := &DumpResult{PID: cp.Root, Processes: len(t.procs), Threads: threads, BytesRaw: st.RawBytes,
+		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if t.procs[0].opts.LeaveRunning {
+		return res, t.release()
+	}
+	res.Killed = true
+	// Kill every process before waiting for any: a parent must not see its
+	// child die and react.
+	var errs []error
+	for _, d := range t.procs {
+		if err := unix.Kill(d.pid, unix.SIGKILL); err != nil {
+			errs = append(errs, fmt.Errorf("kill pid %d: %w", d.pid, err))
+		}
+	}
+	for _, d := range t.procs {
+		d.waitKilled()
+		res.NetLocked = res.NetLocked || d.lock != nil
+		errs = append(errs, d.releaseNet(false))
+	}
+	return res, errors.Join(errs...)
 }
 
 // precheck refuses processes that can never be dumped, before touching them.
@@ -155,9 +343,6 @@ func (d *dumper) precheck() error {
 	if status.Seccomp == 2 {
 		return &ProcessError{PID: d.pid, Err: fmt.Errorf("seccomp filters: %w", ErrUnsupported)}
 	}
-	if kids, err := d.fs.Children(d.pid); err == nil && len(kids) > 0 {
-		return &ProcessError{PID: d.pid, Err: fmt.Errorf("has child processes (pid %d): process trees are %w", kids[0], ErrUnsupported)}
-	}
 	for _, ns := range []string{"pid", "mnt", "net", "user", "ipc", "uts"} {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
 		theirs, err2 := d.fs.Readlink(d.pid, "ns/"+ns)
@@ -166,75 +351,6 @@ func (d *dumper) precheck() error {
 		}
 	}
 	return nil
-}
-
-// dumpFrozen collects everything and writes the image. The process is
-// frozen. Precondition: called on the tracer thread.
-func (d *dumper) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
-	p, err := d.collectProcess()
-	if err != nil {
-		return nil, err
-	}
-	cp := &Checkpoint{Root: d.pid, Processes: []Process{*p}, Files: d.files.files}
-	if d.lock != nil {
-		cp.NetLock = lockName(d.pid)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-
-	w, err := image.NewWriter(out, d.header(p), image.WriterOptions{})
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			w.Abort()
-		}
-	}()
-	// ^C while the output is stalled (a full pipe, a hung SSH channel) must
-	// still roll back: aborting the writer unblocks this thread.
-	defer context.AfterFunc(ctx, w.Abort)()
-	if err := w.WriteMeta(cp); err != nil {
-		return nil, err
-	}
-	if err := d.writeMemory(ctx, w); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
-	if err := d.files.writeBlobs(w); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, err
-	}
-	ok = true
-	if f, isFile := out.(*os.File); isFile {
-		if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EROFS) {
-			return nil, fmt.Errorf("sync image: %w", err)
-		}
-	}
-	st := w.Stats()
-	res := &DumpResult{PID: d.pid, Threads: len(p.Threads), BytesRaw: st.RawBytes,
-		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if d.opts.LeaveRunning {
-		return res, errors.Join(d.releaseNet(true), d.release())
-	}
-	res.Killed = true
-	if err := d.kill(); err != nil {
-		return res, err
-	}
-	res.NetLocked = d.lock != nil
-	return res, d.releaseNet(false)
 }
 
 func (d *dumper) header(p *Process) image.Header {

@@ -13,6 +13,7 @@ import (
 // frozenTask is one seized, stopped thread of the process being dumped.
 type frozenTask struct {
 	tid   int
+	pid   int             // its thread group
 	regs  unix.PtraceRegs // as found at the freeze
 	mask  uint64          // blocked signals as found at the freeze
 	dirty bool            // regs or mask changed by injection: restore before detach
@@ -29,7 +30,7 @@ func (d *dumper) freeze() error {
 	for round := 0; ; round++ {
 		tids, err := d.fs.Tasks(d.pid)
 		if err != nil {
-			if len(d.tasks) == 0 {
+			if len(d.tids()) == 0 {
 				return &ProcessError{PID: d.pid, Err: ErrNoProcess}
 			}
 			return err
@@ -57,7 +58,7 @@ func (d *dumper) freeze() error {
 				}
 				return err
 			}
-			d.tasks[tid] = &frozenTask{tid: tid}
+			d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
 			if err := ptrace.Interrupt(tid); err != nil {
 				return err
 			}
@@ -98,7 +99,7 @@ func (d *dumper) waitFrozen(tid int) ([]int, error) {
 			}
 			nt := int(msg)
 			if _, ok := d.tasks[nt]; !ok {
-				d.tasks[nt] = &frozenTask{tid: nt}
+				d.tasks[nt] = &frozenTask{tid: nt, pid: d.pid}
 				added = append(added, nt)
 			}
 			if err := ptrace.Cont(tid, 0); err != nil {
@@ -118,11 +119,13 @@ func (d *dumper) waitFrozen(tid int) ([]int, error) {
 	}
 }
 
-// tids returns the frozen threads, the thread-group leader first.
+// tids returns the frozen threads of this process, the leader first.
 func (d *dumper) tids() []int {
-	out := make([]int, 0, len(d.tasks))
-	for tid := range d.tasks {
-		out = append(out, tid)
+	var out []int
+	for tid, t := range d.tasks {
+		if t.pid == d.pid {
+			out = append(out, tid)
+		}
 	}
 	slices.Sort(out)
 	if i := slices.Index(out, d.pid); i > 0 {
@@ -153,20 +156,19 @@ func (d *dumper) release() error {
 	return errors.Join(errs...)
 }
 
-// kill ends the dumped process and waits until every thread is gone.
+// waitKilled waits until every thread of a process sent SIGKILL is gone.
+// The leader's exit is reported only after every other thread was reaped:
+// it comes last.
 // Precondition: called on the tracer thread.
-func (d *dumper) kill() error {
-	if err := unix.Kill(d.pid, unix.SIGKILL); err != nil {
-		return fmt.Errorf("kill pid %d: %w", d.pid, err)
-	}
-	// The leader's exit is reported only after every other thread was
-	// reaped: wait for it last.
+func (d *dumper) waitKilled() {
 	tids := d.tids()
+	if len(tids) == 0 {
+		return
+	}
 	for _, tid := range append(tids[1:], tids[0]) {
 		waitGone(tid)
 		delete(d.tasks, tid)
 	}
-	return nil
 }
 
 // waitGone waits until a traced thread that was killed has exited.

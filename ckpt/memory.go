@@ -124,15 +124,19 @@ func (d *dumper) collectMemory(p *Process) error {
 	return nil
 }
 
-// writeMemory copies the collected runs into the image, batching many runs
-// into one process_vm_readv. Compression happens in the writer's workers,
-// in parallel with the reads.
-func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
+// runBytes is the memory the collected runs cover.
+func (d *dumper) runBytes() int64 {
 	var total int64
 	for _, r := range d.runs {
 		total += int64(r.Len())
 	}
-	d.opts.Progress.set("dumping memory", total)
+	return total
+}
+
+// writeMemory copies the collected runs into the image, batching many runs
+// into one process_vm_readv. Compression happens in the writer's workers,
+// in parallel with the reads.
+func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
 	const batch = 16
 	locals := make([][]byte, 0, batch)
 	remotes := make([]mem.Range, 0, batch)

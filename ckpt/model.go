@@ -11,7 +11,7 @@ import (
 // pages and blob contents, which follow it in the stream.
 type Checkpoint struct {
 	Root      int       `json:"root"`
-	NetLock   string    `json:"net_lock,omitempty"` // nftables table holding the connections until restore
+	NetLocks  []string  `json:"net_locks,omitempty"` // nftables tables holding the connections until restore
 	Processes []Process `json:"processes"`
 	Files     []File    `json:"files"`
 }

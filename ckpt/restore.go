@@ -28,6 +28,7 @@ type RestoreOptions struct {
 // RestoreResult summarises a restore.
 type RestoreResult struct {
 	PID       int           `json:"pid"`
+	Processes int           `json:"processes"`
 	Threads   int           `json:"threads"`
 	BytesRead int64         `json:"bytes_read"`
 	Pages     int64         `json:"pages"`
@@ -62,13 +63,18 @@ func (cp *Checkpoint) validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("image metadata: %s: %w", fmt.Sprintf(format, a...), image.ErrCorrupt)
 	}
-	if len(cp.Processes) != 1 {
-		return bad("%d processes (this relocate restores exactly one)", len(cp.Processes))
+	if len(cp.Processes) == 0 || cp.Processes[0].PID != cp.Root {
+		return bad("the first process is not the root %d", cp.Root)
 	}
-	for _, p := range cp.Processes {
-		if p.PID <= 0 || len(p.Threads) == 0 || p.Threads[0].TID != p.PID {
-			return bad("pid %d has no leader thread", p.PID)
+	seen := map[int]bool{}
+	for i, p := range cp.Processes {
+		if p.PID <= 0 || len(p.Threads) == 0 || p.Threads[0].TID != p.PID || seen[p.PID] {
+			return bad("pid %d has no leader thread, or appears twice", p.PID)
 		}
+		if i > 0 && !seen[p.PPID] {
+			return bad("pid %d comes before its parent %d", p.PID, p.PPID)
+		}
+		seen[p.PID] = true
 		for _, fd := range p.FDs {
 			if fd.File < 0 || fd.File >= len(cp.Files) || fd.FD < 0 {
 				return bad("pid %d fd %d refers to file %d", p.PID, fd.FD, fd.File)
@@ -88,8 +94,8 @@ func (cp *Checkpoint) validate() error {
 	return nil
 }
 
-// Restore rebuilds the process from an image stream and lets it run. The
-// whole stream is read and verified before the process runs; on any error
+// Restore rebuilds the processes of an image stream and lets them run. The
+// whole stream is read and verified before anything runs; on any error
 // nothing is left behind.
 func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreResult, error) {
 	start := time.Now()
@@ -104,27 +110,34 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 	if err != nil {
 		return nil, err
 	}
-	p := &cp.Processes[0]
-	if err := precheckRestore(p); err != nil {
-		return nil, err
+	sh := &shared{cp: cp, r: r, opts: opts, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}}
+	threads := 0
+	for i := range cp.Processes {
+		p := &cp.Processes[i]
+		if err := precheckRestore(p); err != nil {
+			return nil, err
+		}
+		rs := &restorer{shared: sh, p: p}
+		sh.order = append(sh.order, rs)
+		sh.procs[p.PID] = rs
+		threads += len(p.Threads)
 	}
-	rs := &restorer{cp: cp, p: p, r: r, opts: opts, blobs: map[uint32]*blobSink{}}
-	defer rs.closeFiles()
+	defer sh.closeFiles()
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	err = tr.Do(func() (err error) {
 		defer func() {
 			if err != nil {
-				rs.abort()
+				sh.abort()
 			}
 		}()
-		return rs.run(ctx)
+		return sh.run(ctx)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &RestoreResult{PID: p.PID, Threads: len(p.Threads), BytesRead: r.Offset(),
-		Pages: rs.pages, Duration: time.Since(start)}, nil
+	return &RestoreResult{PID: cp.Root, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
+		Pages: sh.pages, Duration: time.Since(start)}, nil
 }
 
 func checkHeader(h image.Header) error {
@@ -144,6 +157,11 @@ func checkHeader(h image.Header) error {
 // that are gone or changed.
 func precheckRestore(p *Process) error {
 	for _, t := range p.Threads {
+		// A process killed a moment ago (by the dump, say) can still be a
+		// zombie its parent or init has not reaped: give it a moment.
+		for i := 0; i < 300 && isZombie(t.TID); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
 		if err := unix.Kill(t.TID, 0); err == nil || errors.Is(err, unix.EPERM) {
 			holder := pidHolder(t.TID)
 			if t.TID == p.PID {
@@ -168,6 +186,16 @@ func precheckRestore(p *Process) error {
 	return nil
 }
 
+// isZombie reports whether pid is a zombie (or dead and not yet reaped).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
+}
+
 // pidHolder describes the task that holds a PID, for error messages.
 func pidHolder(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -187,28 +215,46 @@ func pidHolder(pid int) string {
 	return fmt.Sprintf("%q", comm)
 }
 
-type restorer struct {
-	cp      *Checkpoint
-	p       *Process
-	r       *image.Reader
-	opts    RestoreOptions
-	stub    *remote
-	leader  *remote
-	threads []*remote
-	pages   int64
-	blobs   map[uint32]*blobSink
+// shared is what the restore of every process of an image uses.
+type shared struct {
+	cp    *Checkpoint
+	r     *image.Reader
+	opts  RestoreOptions
+	stub  *remote
+	pages int64
+	blobs map[uint32]*blobSink
+	procs map[int]*restorer
+	order []*restorer // parents before children, as in the image
 	// open files of the restorer to close at the end
 	toClose []int
-	// VMAs mapped writable for filling, to mprotect afterwards
-	filled []VMA
+	// the restorer's descriptor for each file of the image
+	local []int
 	// TCP connections rebuilt in repair mode
 	tcp []restoredTCP
 }
 
+// restorer rebuilds one process.
+type restorer struct {
+	*shared
+	p       *Process
+	leader  *remote
+	threads []*remote
+	pidfd   int // a pidfd of relocate inside the process, to pull files with
+	// VMAs mapped writable for filling, to mprotect afterwards
+	filled []VMA
+}
+
 // abort kills whatever was created.
-func (rs *restorer) abort() {
-	if rs.leader != nil {
-		_ = unix.Kill(rs.leader.tid, unix.SIGKILL)
+func (sh *shared) abort() {
+	for _, rs := range sh.order {
+		if rs.leader != nil {
+			_ = unix.Kill(rs.leader.tid, unix.SIGKILL)
+		}
+	}
+	for _, rs := range sh.order {
+		if rs.leader == nil {
+			continue
+		}
 		for _, t := range rs.threads {
 			if t != rs.leader {
 				waitGone(t.tid)
@@ -216,16 +262,16 @@ func (rs *restorer) abort() {
 		}
 		waitGone(rs.leader.tid)
 	}
-	if rs.stub != nil {
-		rs.stub.kill()
+	if sh.stub != nil {
+		sh.stub.kill()
 	}
 }
 
-func (rs *restorer) closeFiles() {
-	for _, fd := range rs.toClose {
+func (sh *shared) closeFiles() {
+	for _, fd := range sh.toClose {
 		unix.Close(fd)
 	}
-	for _, b := range rs.blobs {
+	for _, b := range sh.blobs {
 		if b.f != nil {
 			b.f.Close()
 		}
@@ -233,34 +279,91 @@ func (rs *restorer) closeFiles() {
 }
 
 // run performs the restore. Precondition: called on the tracer thread.
-func (rs *restorer) run(ctx context.Context) error {
-	p := rs.p
+func (sh *shared) run(ctx context.Context) error {
+	// One code page address that no process of the image uses.
 	var used []mem.Range
-	for _, v := range p.VMAs {
-		used = append(used, mem.Range{Start: v.Start, End: v.End})
+	for _, p := range sh.cp.Processes {
+		for _, v := range p.VMAs {
+			used = append(used, mem.Range{Start: v.Start, End: v.End})
+		}
 	}
 	code, err := findGap(used, codeSize, 0x100000)
 	if err != nil {
 		return err
 	}
-	if rs.stub, err = startStub(code); err != nil {
+	if sh.stub, err = startStub(code); err != nil {
 		return err
 	}
-	if err := rs.checkXState(); err != nil {
+	if err := sh.checkXState(sh.order[0].p); err != nil {
 		return err
 	}
-	if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
+	// Processes are made top-down, each cloned from its restored parent
+	// before any memory is mapped, so a child copies almost nothing.
+	for _, rs := range sh.order {
+		if err := rs.create(used); err != nil {
+			return err
+		}
+	}
+	sh.stub.kill()
+	sh.stub = nil
+	for _, rs := range sh.order {
+		if err := rs.mapMemory(rs.leader, rs.pidfd); err != nil {
+			return err
+		}
+	}
+	if err := sh.stream(ctx); err != nil {
 		return err
 	}
-	// CLONE_PARENT: the process is relocate's child until relocate exits,
-	// so a failed restore reaps it here instead of leaving a zombie that
-	// holds the PID; on success relocate's exit hands it to init.
-	if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
-		return &ProcessError{PID: p.PID, Err: err}
+	if err := sh.openFiles(); err != nil {
+		return err
 	}
-	rs.stub.kill()
-	rs.stub = nil
+	for _, rs := range sh.order {
+		L := rs.leader
+		if err := rs.protect(L); err != nil {
+			return err
+		}
+		if err := rs.restoreMM(L, rs.pidfd); err != nil {
+			return err
+		}
+		if err := rs.installFiles(L, rs.pidfd); err != nil {
+			return err
+		}
+		if err := rs.restoreTasks(L); err != nil {
+			return err
+		}
+	}
+	return sh.resume()
+}
+
+// create makes the process with its PID, its session and process group,
+// and its threads with their TIDs.
+func (rs *restorer) create(used []mem.Range) error {
+	p := rs.p
+	var err error
+	if p.PID == rs.cp.Root {
+		if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
+			return err
+		}
+		// CLONE_PARENT: the root is relocate's child until relocate exits,
+		// so a failed restore reaps it here instead of leaving a zombie
+		// that holds the PID; on success relocate's exit hands it to init.
+		if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
+			return &ProcessError{PID: p.PID, Err: err}
+		}
+	} else {
+		parent := rs.procs[p.PPID]
+		if parent == nil || parent.leader == nil {
+			return fmt.Errorf("image metadata: pid %d has no parent %d in the image: %w", p.PID, p.PPID, image.ErrCorrupt)
+		}
+		if rs.leader, err = parent.leader.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
+			return &ProcessError{PID: p.PID, Err: err}
+		}
+		if err := rs.leader.moveVDSO(p.VMAs, used); err != nil {
+			return err
+		}
+	}
 	L := rs.leader
+	rs.threads = []*remote{L}
 	if err := ptrace.SetSigMask(L.tid, ^uint64(0)); err != nil {
 		return err
 	}
@@ -268,16 +371,9 @@ func (rs *restorer) run(ctx context.Context) error {
 	if _, err := L.call(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
 		return err
 	}
-	if p.SID == p.PID {
-		if _, err := L.call(unix.SYS_SETSID); err != nil {
-			return err
-		}
-	} else if p.PGID == p.PID {
-		if _, err := L.call(unix.SYS_SETPGID, 0, 0); err != nil {
-			return err
-		}
+	if err := rs.setSession(); err != nil {
+		return err
 	}
-	rs.threads = []*remote{L}
 	for _, t := range p.Threads[1:] {
 		const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 			unix.CLONE_THREAD | unix.CLONE_SYSVSEM
@@ -290,40 +386,45 @@ func (rs *restorer) run(ctx context.Context) error {
 			return err
 		}
 	}
-	// A descriptor of the restorer inside the process, to pull files with.
-	pidfdNum, err := L.call(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	pidfd, err := L.call(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
 	if err != nil {
 		return err
 	}
-	if err := rs.mapMemory(L, int(pidfdNum)); err != nil {
-		return err
+	rs.pidfd = int(pidfd)
+	return nil
+}
+
+// setSession puts the process in its session and process group. A child
+// inherits its parent's, which were set before it was cloned.
+func (rs *restorer) setSession() error {
+	p := rs.p
+	inheritedPGID := 0
+	if parent := rs.procs[p.PPID]; parent != nil && p.PID != rs.cp.Root {
+		inheritedPGID = parent.p.PGID
 	}
-	if err := rs.stream(ctx); err != nil {
-		return err
+	var err error
+	switch {
+	case p.SID == p.PID:
+		_, err = rs.leader.call(unix.SYS_SETSID)
+	case p.PGID == p.PID:
+		_, err = rs.leader.call(unix.SYS_SETPGID, 0, 0)
+	case inheritedPGID != 0 && p.PGID != inheritedPGID:
+		_, err = rs.leader.call(unix.SYS_SETPGID, 0, uint64(p.PGID))
 	}
-	if err := rs.protect(L); err != nil {
-		return err
+	if err != nil {
+		return &ProcessError{PID: p.PID, Err: fmt.Errorf("session %d, process group %d: %w", p.SID, p.PGID, err)}
 	}
-	if err := rs.restoreMM(L, int(pidfdNum)); err != nil {
-		return err
-	}
-	if err := rs.installFiles(L, int(pidfdNum)); err != nil {
-		return err
-	}
-	if err := rs.restoreTasks(L); err != nil {
-		return err
-	}
-	return rs.resume(L)
+	return nil
 }
 
 // checkXState refuses a CPU whose XSAVE features do not cover the image's.
-func (rs *restorer) checkXState() error {
-	x, err := ptrace.GetRegSet(rs.stub.tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
+func (sh *shared) checkXState(p *Process) error {
+	x, err := ptrace.GetRegSet(sh.stub.tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
 	if err != nil {
 		return err
 	}
 	have, _ := xsaveInfo(x)
-	want, _ := xsaveInfo(rs.p.Threads[0].XState)
+	want, _ := xsaveInfo(p.Threads[0].XState)
 	if want&^have != 0 {
 		return fmt.Errorf("this CPU lacks XSAVE features %#x the process uses: %w", want&^have, ErrUnsupported)
 	}
@@ -420,18 +521,21 @@ var madvFlags = map[string]int{
 
 func (v *VMA) hasFlag(f string) bool { return slices.Contains(v.Flags, f) }
 
-// stream reads page and blob records up to the verified trailer.
-func (rs *restorer) stream(ctx context.Context) error {
+// stream reads page and blob records up to the verified trailer, writing
+// each page run into the process it belongs to.
+func (sh *shared) stream(ctx context.Context) error {
 	var total int64
-	for _, v := range rs.filled {
-		total += int64(v.Pages) * mem.PageSize
+	for _, rs := range sh.order {
+		for _, v := range rs.filled {
+			total += int64(v.Pages) * mem.PageSize
+		}
 	}
-	rs.opts.Progress.set("restoring memory", total)
+	sh.opts.Progress.set("restoring memory", total)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		rec, err := rs.r.Next()
+		rec, err := sh.r.Next()
 		if err == io.EOF {
 			return nil
 		}
@@ -442,16 +546,17 @@ func (rs *restorer) stream(ctx context.Context) error {
 		case image.KindPages:
 			pg := rec.Pages
 			end := pg.Addr + uint64(len(pg.Data))
-			if pg.PID != rs.p.PID || !rs.inFilled(pg.Addr, end) {
+			rs := sh.procs[pg.PID]
+			if rs == nil || !rs.inFilled(pg.Addr, end) {
 				return fmt.Errorf("image: pages at %#x-%#x of pid %d lie outside the saved mappings: %w", pg.Addr, end, pg.PID, image.ErrCorrupt)
 			}
-			if err := mem.WriteRuns(rs.p.PID, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
+			if err := mem.WriteRuns(pg.PID, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
 				return err
 			}
-			rs.pages += int64(len(pg.Data) / mem.PageSize)
-			rs.opts.Progress.add(int64(len(pg.Data)))
+			sh.pages += int64(len(pg.Data) / mem.PageSize)
+			sh.opts.Progress.add(int64(len(pg.Data)))
 		case image.KindBlob:
-			if err := rs.blob(rec.Blob); err != nil {
+			if err := sh.blob(rec.Blob); err != nil {
 				return err
 			}
 		default:
@@ -525,44 +630,50 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 	return err
 }
 
-// resume unmaps the code page and lets every thread go with its own
-// registers.
-func (rs *restorer) resume(L *remote) error {
-	if err := rs.finishNet(); err != nil {
+// resume unmaps the code page of every process and lets every thread go
+// with its own registers.
+func (sh *shared) resume() error {
+	if err := sh.finishNet(); err != nil {
 		return err
 	}
-	// Unmapping the page we execute from ends in SIGSEGV at the int3 that is
-	// no longer there: that stop is where the leader gets its registers.
-	if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {
-		return err
-	}
-	s, err := ptrace.WaitStop(L.tid)
-	if err != nil {
-		return err
-	}
-	if s.Status.StopSignal() != unix.SIGSEGV {
-		return fmt.Errorf("unmap code page: unexpected %s", s)
-	}
-	for i, t := range rs.p.Threads {
-		tid := rs.threads[i].tid
-		regs := t.Regs
-		if err := ptrace.SetRegs(tid, &regs); err != nil {
+	for _, rs := range sh.order {
+		L := rs.leader
+		// Unmapping the page we execute from ends in SIGSEGV at the int3
+		// that is no longer there: that stop is where the leader gets its
+		// registers.
+		if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {
 			return err
 		}
-		if len(t.XState) > 0 {
-			if err := ptrace.SetRegSet(tid, unix.NT_X86_XSTATE, slices.Clone(t.XState)); err != nil {
+		s, err := ptrace.WaitStop(L.tid)
+		if err != nil {
+			return err
+		}
+		if s.Status.StopSignal() != unix.SIGSEGV {
+			return fmt.Errorf("unmap code page: unexpected %s", s)
+		}
+		for i, t := range rs.p.Threads {
+			tid := rs.threads[i].tid
+			regs := t.Regs
+			if err := ptrace.SetRegs(tid, &regs); err != nil {
+				return err
+			}
+			if len(t.XState) > 0 {
+				if err := ptrace.SetRegSet(tid, unix.NT_X86_XSTATE, slices.Clone(t.XState)); err != nil {
+					return err
+				}
+			}
+			if err := ptrace.SetSigMask(tid, t.SigMask); err != nil {
 				return err
 			}
 		}
-		if err := ptrace.SetSigMask(tid, t.SigMask); err != nil {
-			return err
-		}
 	}
-	for _, t := range rs.threads {
-		if err := ptrace.Detach(t.tid, 0); err != nil {
-			return err
+	for _, rs := range sh.order {
+		for _, t := range rs.threads {
+			if err := ptrace.Detach(t.tid, 0); err != nil {
+				return err
+			}
 		}
+		rs.leader = nil // running: not ours to kill any more
 	}
-	rs.leader = nil // running: not ours to kill any more
 	return nil
 }

@@ -21,24 +21,24 @@ type blobSink struct {
 	poured bool // pipe buffer written back
 }
 
-func (rs *restorer) fileForBlob(id uint32) (int, *File) {
-	for i := range rs.cp.Files {
-		if rs.cp.Files[i].Blob == id {
-			return i, &rs.cp.Files[i]
+func (sh *shared) fileForBlob(id uint32) (int, *File) {
+	for i := range sh.cp.Files {
+		if sh.cp.Files[i].Blob == id {
+			return i, &sh.cp.Files[i]
 		}
 	}
 	return -1, nil
 }
 
-func (rs *restorer) blob(b *image.Blob) error {
-	_, f := rs.fileForBlob(b.ID)
+func (sh *shared) blob(b *image.Blob) error {
+	_, f := sh.fileForBlob(b.ID)
 	if f == nil {
 		return fmt.Errorf("image: blob %d belongs to no file: %w", b.ID, image.ErrCorrupt)
 	}
 	if b.Offset+uint64(len(b.Data)) > uint64(f.Size) {
 		return fmt.Errorf("image: blob %d is larger than its file: %w", b.ID, image.ErrCorrupt)
 	}
-	sink := rs.blobs[b.ID]
+	sink := sh.blobs[b.ID]
 	if sink == nil {
 		sink = &blobSink{}
 		if f.Kind == FileDeleted {
@@ -48,7 +48,7 @@ func (rs *restorer) blob(b *image.Blob) error {
 			}
 			sink.f = tf
 		}
-		rs.blobs[b.ID] = sink
+		sh.blobs[b.ID] = sink
 	}
 	if sink.f != nil {
 		_, err := sink.f.WriteAt(b.Data, int64(b.Offset))
@@ -79,32 +79,32 @@ func createDeleted(orig string) (*os.File, error) {
 	return nil, fmt.Errorf("cannot create a file to hold deleted %s", orig)
 }
 
-// openFiles creates every file description in the restorer and returns
-// their descriptors by index.
-func (rs *restorer) openFiles() ([]int, error) {
-	fds := make([]int, len(rs.cp.Files))
-	for i := range fds {
-		fds[i] = -1
-	}
+// openFiles creates every file description of the image in the restorer.
+func (sh *shared) openFiles() error {
+	sh.local = make([]int, len(sh.cp.Files))
 	pipes := map[uint64][2]int{}
-	for i, f := range rs.cp.Files {
-		fd, err := rs.openFile(f, pipes)
+	for i, f := range sh.cp.Files {
+		fd, err := sh.openFile(f, pipes)
 		if err != nil {
-			return nil, &FDError{PID: rs.p.PID, FD: rs.fdOf(i), What: describe(f), Err: err}
+			pid, num := sh.fdOf(i)
+			return &FDError{PID: pid, FD: num, What: describe(f), Err: err}
 		}
-		rs.toClose = append(rs.toClose, fd)
-		fds[i] = fd
+		sh.toClose = append(sh.toClose, fd)
+		sh.local[i] = fd
 	}
-	return fds, nil
+	return nil
 }
 
-func (rs *restorer) fdOf(file int) int {
-	for _, fd := range rs.p.FDs {
-		if fd.File == file {
-			return fd.FD
+// fdOf names a descriptor that refers to file, for error messages.
+func (sh *shared) fdOf(file int) (pid, fd int) {
+	for _, p := range sh.cp.Processes {
+		for _, d := range p.FDs {
+			if d.File == file {
+				return p.PID, d.FD
+			}
 		}
 	}
-	return -1
+	return sh.cp.Root, -1
 }
 
 func describe(f File) string {
@@ -120,7 +120,7 @@ func describe(f File) string {
 const openMask = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECTORY | unix.O_NOFOLLOW |
 	unix.O_DSYNC | unix.O_SYNC | unix.O_NOATIME | unix.O_LARGEFILE | unix.O_PATH | unix.O_DIRECT
 
-func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
+func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 	flags := f.Flags&openMask | unix.O_CLOEXEC
 	switch f.Kind {
 	case FileRegular, FileDir, FileDevice:
@@ -136,7 +136,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		}
 		return fd, nil
 	case FileDeleted:
-		sink := rs.blobs[f.Blob]
+		sink := sh.blobs[f.Blob]
 		var src *os.File
 		if sink != nil {
 			src = sink.f
@@ -145,7 +145,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			if err != nil {
 				return -1, err
 			}
-			rs.blobs[f.Blob] = &blobSink{f: tf}
+			sh.blobs[f.Blob] = &blobSink{f: tf}
 			src = tf
 		} else {
 			return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
@@ -166,7 +166,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 				return -1, err
 			}
-			rs.toClose = append(rs.toClose, p[0], p[1])
+			sh.toClose = append(sh.toClose, p[0], p[1])
 			ends = p
 			pipes[f.Pipe] = ends
 		}
@@ -174,7 +174,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
 			end = ends[1]
 		}
-		if err := rs.fillPipe(ends[1], f); err != nil {
+		if err := sh.fillPipe(ends[1], f); err != nil {
 			return -1, err
 		}
 		// A new description per end (reopen through /proc) so that the
@@ -191,7 +191,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		rs.toClose = append(rs.toClose, holder)
+		sh.toClose = append(sh.toClose, holder)
 		fd, err := unix.Open(f.Path, flags|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return -1, err
@@ -200,7 +200,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			unix.Close(fd)
 			return -1, err
 		}
-		if err := rs.fillPipe(holder, f); err != nil {
+		if err := sh.fillPipe(holder, f); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
@@ -267,7 +267,7 @@ func (rs *restorer) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		if err != nil {
 			return -1, err
 		}
-		rs.tcp = append(rs.tcp, restoredTCP{fd: fd, c: f.TCP})
+		sh.tcp = append(sh.tcp, restoredTCP{fd: fd, c: f.TCP})
 		return fd, nil
 	case FileSocket:
 		if f.Socket == nil {
@@ -310,11 +310,11 @@ func (rs *restorer) addEpollWatches(L *remote) error {
 }
 
 // fillPipe writes a pipe's saved buffer into its write end, once.
-func (rs *restorer) fillPipe(w int, f File) error {
+func (sh *shared) fillPipe(w int, f File) error {
 	if f.Blob == 0 {
 		return nil
 	}
-	sink := rs.blobs[f.Blob]
+	sink := sh.blobs[f.Blob]
 	if sink == nil || int64(len(sink.data)) != f.Size {
 		return fmt.Errorf("buffered bytes missing from the image: %w", image.ErrCorrupt)
 	}
@@ -339,10 +339,7 @@ func (rs *restorer) fillPipe(w int, f File) error {
 
 // installFiles gives the process its descriptors at their numbers.
 func (rs *restorer) installFiles(L *remote, pidfd int) error {
-	local, err := rs.openFiles()
-	if err != nil {
-		return err
-	}
+	local := rs.local
 	// Park the pidfd above every descriptor number the process uses.
 	park := uint64(3)
 	for _, fd := range rs.p.FDs {
@@ -444,15 +441,17 @@ type restoredTCP struct {
 
 // finishNet brings the rebuilt connections to life and lifts the lock the
 // dump left. Called just before the process resumes.
-func (rs *restorer) finishNet() error {
-	for _, t := range rs.tcp {
+func (sh *shared) finishNet() error {
+	for _, t := range sh.tcp {
 		if err := sock.FinishTCP(t.fd, t.c); err != nil {
 			return fmt.Errorf("tcp %s -> %s: %w", t.c.Local, t.c.Peer, err)
 		}
 	}
-	rs.tcp = nil
-	if rs.cp.NetLock != "" {
-		return sock.UnlockTable(rs.cp.NetLock)
+	sh.tcp = nil
+	for _, name := range sh.cp.NetLocks {
+		if err := sock.UnlockTable(name); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -92,14 +92,7 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if err := d.collectMemory(p); err != nil {
 		return nil, err
 	}
-	d.files = newFileTable()
 	if err := d.collectFDs(p); err != nil {
-		return nil, err
-	}
-	if err := d.files.checkPipes(p); err != nil {
-		return nil, err
-	}
-	if err := d.checkSharedFiles(p); err != nil {
 		return nil, err
 	}
 	if shared, err := ptrace.PeekSigInfo(pid, true); err != nil {
