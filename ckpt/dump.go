@@ -150,7 +150,14 @@ func (t *tree) freeze() error {
 	for i := 0; i < len(t.procs); i++ {
 		d := t.procs[i]
 		if d != root {
-			if err := d.precheck(); err != nil {
+			err := d.precheck()
+			if errors.Is(err, ErrNoProcess) {
+				// Exited since its parent listed it: not part of the tree.
+				t.procs = append(t.procs[:i], t.procs[i+1:]...)
+				i--
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}
