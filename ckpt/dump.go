@@ -76,6 +76,7 @@ type dumper struct {
 	sharedFiles []sharedMapping
 	tcp         []tcpSocket
 	lock        *sock.Lock
+	zombie      *Process // set for a zombie child: nothing to freeze or collect
 }
 
 // Dump checkpoints pid, every thread of it and every descendant process,
@@ -119,6 +120,23 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 	return res, nil
 }
 
+var errZombie = errors.New("is a zombie (exited, not yet reaped)")
+
+// zombieState records a zombie child: who its parent is and what the
+// parent's wait will report (/proc/PID/stat exit_code).
+func (d *dumper) zombieState() (*Process, error) {
+	b, err := d.fs.Read(d.pid, "stat")
+	if err != nil {
+		return nil, &ProcessError{PID: d.pid, Err: err}
+	}
+	st, err := proc.ParseStat(b)
+	if err != nil {
+		return nil, err
+	}
+	return &Process{PID: d.pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm,
+		Zombie: true, WaitStatus: st.ExitCode}, nil
+}
+
 // tree is the set of processes being dumped, parents before children.
 // Their dumpers share the frozen tasks and the file table.
 type tree struct {
@@ -155,6 +173,12 @@ func (t *tree) freeze() error {
 				// Exited since its parent listed it: not part of the tree.
 				t.procs = append(t.procs[:i], t.procs[i+1:]...)
 				i--
+				continue
+			}
+			if errors.Is(err, errZombie) {
+				if d.zombie, err = d.zombieState(); err != nil {
+					return err
+				}
 				continue
 			}
 			if err != nil {
@@ -211,9 +235,12 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	cp := &Checkpoint{Root: t.procs[0].pid}
 	threads := 0
 	for _, d := range t.procs {
-		p, err := d.collectProcess()
-		if err != nil {
-			return nil, err
+		p := d.zombie
+		if p == nil {
+			var err error
+			if p, err = d.collectProcess(); err != nil {
+				return nil, err
+			}
 		}
 		cp.Processes = append(cp.Processes, *p)
 		threads += len(p.Threads)
@@ -298,6 +325,9 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	// child die and react.
 	var errs []error
 	for _, d := range t.procs {
+		if d.zombie != nil {
+			continue // already dead; init reaps it once its parent is gone
+		}
 		if err := unix.Kill(d.pid, unix.SIGKILL); err != nil {
 			errs = append(errs, fmt.Errorf("kill pid %d: %w", d.pid, err))
 		}
@@ -334,7 +364,7 @@ func (d *dumper) precheck() error {
 		return &ProcessError{PID: d.pid, Err: errors.New("is a kernel thread")}
 	}
 	if st.State == 'Z' || st.State == 'X' {
-		return &ProcessError{PID: d.pid, Err: errors.New("is a zombie (exited, not yet reaped)")}
+		return &ProcessError{PID: d.pid, Err: errZombie}
 	}
 	sb, err := d.fs.Read(d.pid, "status")
 	if err != nil {

@@ -18,7 +18,11 @@ type Checkpoint struct {
 
 // Process is one process of the tree.
 type Process struct {
-	PID           int          `json:"pid"`
+	PID int `json:"pid"`
+	// Zombie: exited, not yet reaped by its parent; WaitStatus is what the
+	// parent's wait will report. A zombie has nothing else.
+	Zombie        bool         `json:"zombie,omitempty"`
+	WaitStatus    int          `json:"wait_status,omitempty"`
 	PPID          int          `json:"ppid"`
 	PGID          int          `json:"pgid"`
 	SID           int          `json:"sid"`

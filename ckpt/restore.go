@@ -68,6 +68,10 @@ func (cp *Checkpoint) validate() error {
 	}
 	seen := map[int]bool{}
 	for i, p := range cp.Processes {
+		if p.Zombie && i > 0 && p.PID > 0 && !seen[p.PID] && seen[p.PPID] && len(p.Threads) == 0 {
+			seen[p.PID] = true
+			continue
+		}
 		if p.PID <= 0 || len(p.Threads) == 0 || p.Threads[0].TID != p.PID || seen[p.PID] {
 			return bad("pid %d has no leader thread, or appears twice", p.PID)
 		}
@@ -156,7 +160,12 @@ func checkHeader(h image.Header) error {
 // precheckRestore refuses what would fail half-way: a PID in use, files
 // that are gone or changed.
 func precheckRestore(p *Process) error {
-	for _, t := range p.Threads {
+	tids := []int{p.PID}
+	for _, t := range p.Threads[min(1, len(p.Threads)):] {
+		tids = append(tids, t.TID)
+	}
+	for _, tid := range tids {
+		t := Thread{TID: tid}
 		// A process killed a moment ago (by the dump, say) can still be a
 		// zombie its parent or init has not reaped: give it a moment.
 		for i := 0; i < 300 && isZombie(t.TID); i++ {
@@ -306,6 +315,15 @@ func (sh *shared) run(ctx context.Context) error {
 	}
 	sh.stub.kill()
 	sh.stub = nil
+	// Zombies last: made from their restored parent, they exit at once.
+	live := sh.order[:0:0]
+	for _, rs := range sh.order {
+		if rs.p.Zombie {
+			continue
+		}
+		live = append(live, rs)
+	}
+	sh.order = live
 	for _, rs := range sh.order {
 		if err := rs.mapMemory(rs.leader, rs.pidfd); err != nil {
 			return err
@@ -340,6 +358,9 @@ func (sh *shared) run(ctx context.Context) error {
 func (rs *restorer) create(used []mem.Range) error {
 	p := rs.p
 	var err error
+	if p.Zombie {
+		return rs.createZombie()
+	}
 	if p.PID == rs.cp.Root {
 		if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
 			return err
@@ -392,6 +413,48 @@ func (rs *restorer) create(used []mem.Range) error {
 	}
 	rs.pidfd = int(pidfd)
 	return nil
+}
+
+// createZombie clones the child from its restored parent and has it end
+// the way it did, so that the parent's wait reports the same status.
+func (rs *restorer) createZombie() error {
+	p := rs.p
+	parent := rs.procs[p.PPID]
+	if parent == nil || parent.leader == nil || parent.p.Zombie {
+		return fmt.Errorf("image metadata: zombie %d has no parent %d in the image: %w", p.PID, p.PPID, image.ErrCorrupt)
+	}
+	z, err := parent.leader.clone(0, uint64(unix.SIGCHLD), p.PID)
+	if err != nil {
+		return &ProcessError{PID: p.PID, Err: err}
+	}
+	ws := unix.WaitStatus(p.WaitStatus)
+	switch {
+	case ws.Exited():
+		err = ptrace.StartTrap(z.tid, z.code, unix.SYS_EXIT_GROUP, uint64(ws.ExitStatus()))
+	case ws.Signaled():
+		// Die of the same signal, with no core file.
+		err = errors.Join(unix.Prlimit(z.tid, unix.RLIMIT_CORE, &unix.Rlimit{}, nil),
+			ptrace.SetSigMask(z.tid, 0), ptrace.Cont(z.tid, int(ws.Signal())))
+	default:
+		err = fmt.Errorf("zombie %d: wait status %#x: %w", p.PID, p.WaitStatus, image.ErrCorrupt)
+	}
+	if err != nil {
+		z.kill()
+		return err
+	}
+	// Our wait, as its tracer, passes it on to the parent as a zombie.
+	for {
+		got, err := ptrace.Wait(z.tid)
+		if err != nil {
+			return err
+		}
+		if got.Exited() || got.Signaled() {
+			return nil
+		}
+		if err := ptrace.Cont(z.tid, 0); err != nil {
+			return err
+		}
+	}
 }
 
 // setSession puts the process in its session and process group. A child

@@ -120,6 +120,10 @@ func printReport(w io.Writer, rep *inspectReport) {
 		return
 	}
 	for _, p := range rep.Checkpoint.Processes {
+		if p.Zombie {
+			fmt.Fprintf(w, "zombie:   pid %d %q, child of %d, wait status %#x\n", p.PID, p.Comm, p.PPID, p.WaitStatus)
+			continue
+		}
 		fmt.Fprintf(w, "process:  pid %d %q: %s\n", p.PID, p.Comm, strings.Join(p.Cmdline, " "))
 		fmt.Fprintf(w, "          exe %s, cwd %s, ppid %d, pgid %d, sid %d, uid %d, gid %d\n",
 			p.Exe, p.Cwd, p.PPID, p.PGID, p.SID, p.Creds.UID[0], p.Creds.GID[0])

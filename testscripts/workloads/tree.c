@@ -1,16 +1,33 @@
 /* tree: a parent with three children: one in its own process group, one
- * in a second session with a grandchild of its own, one left as is. Each
+ * in a second session with a grandchild of its own, one left as is, and a
+ * fourth that exited with status 7 and is not reaped until DIR/reap
+ * appears (then DIR/reaped says what waitpid reported). Each
  * descendant rewrites DIR/status-NAME every 10 ms with its ids and a
  * counter. The parent's check (the usual protocol) wants every process
  * still counting with the same pid, ppid, process group and session. */
 #include "proto.h"
 #include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 
 #define N 4
 static const char *names[N] = {"plain", "group", "session", "grandchild"};
 static pid_t pids[N], ppids[N], pgids[N], sids[N];
 static long seen[N];
+static pid_t zombie;
+
+static void tick(void) {
+	char path[4096];
+	snprintf(path, sizeof path, "%s/reap", proto_dir);
+	if (!zombie || access(path, F_OK))
+		return;
+	int st = 0;
+	pid_t got = waitpid(zombie, &st, WNOHANG);
+	char out[128];
+	snprintf(out, sizeof out, "pid=%d exited=%d exit=%d\n", got, WIFEXITED(st), WEXITSTATUS(st));
+	proto_write("reaped", out);
+	zombie = 0;
+}
 
 static void child_loop(const char *name) {
 	char path[4096], tmp[4200], buf[256];
@@ -92,12 +109,16 @@ int main(int argc, char **argv) {
 	close(p[1]);
 	ppids[2] = me, pgids[2] = pids[2], sids[2] = pids[2];
 	ppids[3] = pids[2], pgids[3] = pids[2], sids[3] = pids[2];
+	if ((zombie = fork()) == 0)
+		_exit(7);
 	for (int i = 0; i < N; i++) {
 		pid_t v[4];
 		long c;
 		while (!read_status(i, v, &c))
 			msleep(5);
 	}
-	proto_ready(NULL);
-	proto_loop(check, NULL);
+	char extra[64];
+	snprintf(extra, sizeof extra, "zombie=%d\n", zombie);
+	proto_ready(extra);
+	proto_loop(check, tick);
 }
