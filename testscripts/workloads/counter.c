@@ -1,7 +1,9 @@
-/* counter: increments a counter, counts loop rounds (10 ms each) and writes the count to DIR/count every
- * tenth round. The
- * check verifies the counter advanced since the last check and matches a
- * running checksum kept in a second place. */
+/* counter: counts one step per loop round (every 10 ms) and writes the
+ * count to DIR/count every tenth round (every 100 ms or so). A running
+ * checksum of every step is kept in a second variable. The check wants the
+ * counter to have moved since the last check and the checksum to match a
+ * recomputation from 1 to count. ready has addr= (the checksum's address)
+ * for a control run to change. */
 #include "proto.h"
 
 static volatile long count;
@@ -32,6 +34,8 @@ static void check(char *ok, size_t n) {
 
 int main(int argc, char **argv) {
 	proto_init(argc, argv);
-	proto_ready(NULL);
+	char extra[64];
+	snprintf(extra, sizeof extra, "addr=%p\n", (void *)&shadow);
+	proto_ready(extra);
 	proto_loop(check, tick);
 }

@@ -1,4 +1,18 @@
-/* files: descriptors of every supported kind, checked after restore. */
+/* files: descriptors of every supported kind, checked after restore.
+ *
+ * At setup: DIR/regular.txt ("0123456789") open O_RDWR at offset 5; an
+ * O_APPEND log; an O_CLOEXEC descriptor; DIR/deleted.txt written and
+ * unlinked while open; /dev/null, /dev/zero, /dev/urandom; a pipe holding
+ * 1000 bytes, both ends open, and a FIFO in DIR opened O_RDWR holding 6
+ * bytes, both read ends O_NONBLOCK; /dev/null again at fd 100 (a gap in the
+ * numbers); cwd DIR/sub; RLIMIT_NOFILE's soft limit lowered to 200.
+ *
+ * The check wants: the offset still 5 and read() going on from there with
+ * "56"; appends landing at the end; the close-on-exec flags as they were;
+ * the deleted file's content, its /proc/self/fd link ending in
+ * " (deleted)"; zeros from /dev/zero; exactly the 1000 bytes from the pipe
+ * and the 6 from the FIFO (put back afterwards for the next check); fd 100;
+ * the cwd; the rlimit. A control run can change regular.txt from outside. */
 #include "proto.h"
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -13,9 +27,13 @@ static void check(char *ok, size_t n) {
 	off_t pos = lseek(reg, 0, SEEK_CUR);
 	if (pos != reg_pos)
 		fail("regular file offset %lld, want %lld", (long long)pos, (long long)reg_pos);
-	char b[64];
-	if (pread(reg, b, 4, reg_pos) != 4 || memcmp(b, "5678", 4))
-		fail("regular file content differs");
+	char b[64] = "";
+	ssize_t got = read(reg, b, 2);
+	if (got != 2 || memcmp(b, "56", 2) || lseek(reg, 0, SEEK_CUR) != reg_pos + 2)
+		fail("regular file: read at offset %lld gave %zd bytes \"%.2s\"", (long long)pos, got, b);
+	lseek(reg, reg_pos, SEEK_SET);
+	if (pread(reg, b, 10, 0) != 10 || memcmp(b, "0123456789", 10))
+		fail("regular file content differs: %.10s", b);
 	if (write(logfd, "line\n", 5) != 5 || lseek(logfd, 0, SEEK_CUR) != lseek(logfd, 0, SEEK_END))
 		fail("O_APPEND log broken");
 	if (!(fcntl(logfd, F_GETFL) & O_APPEND))
@@ -38,7 +56,9 @@ static void check(char *ok, size_t n) {
 	if (read(urandom, z, sizeof z) != sizeof z)
 		fail("/dev/urandom unreadable");
 	char buf[2048];
-	ssize_t got = read(pipefd[0], buf, sizeof buf);
+	if (!(fcntl(pipefd[0], F_GETFL) & O_NONBLOCK) || !(fcntl(fifo, F_GETFL) & O_NONBLOCK))
+		fail("O_NONBLOCK lost on the pipe or the FIFO");
+	got = read(pipefd[0], buf, sizeof buf);
 	int pipe_ok = got == 1000;
 	for (int i = 0; pipe_ok && i < 1000; i++)
 		pipe_ok = buf[i] == (char)('a' + i % 26);
@@ -52,8 +72,9 @@ static void check(char *ok, size_t n) {
 	if (got != 6 || memcmp(buf, "fifo!\n", 6))
 		fail("FIFO held %zd bytes", got);
 	write(fifo, "fifo!\n", 6);
-	if (fcntl(gapfd, F_GETFD) < 0)
-		fail("fd %d is gone", gapfd);
+	struct stat st;
+	if (fstat(gapfd, &st) || !S_ISCHR(st.st_mode))
+		fail("fd %d is gone or no longer /dev/null", gapfd);
 	char cwd[4096];
 	if (!getcwd(cwd, sizeof cwd) || strcmp(cwd, subdir))
 		fail("cwd is %s, want %s", cwd, subdir);
@@ -82,14 +103,15 @@ int main(int argc, char **argv) {
 	devnull = open("/dev/null", O_WRONLY);
 	devzero = open("/dev/zero", O_RDONLY);
 	urandom = open("/dev/urandom", O_RDONLY);
-	pipe(pipefd);
+	if (pipe(pipefd) || fcntl(pipefd[0], F_SETFL, O_NONBLOCK))
+		exit(2);
 	char buf[1000];
 	for (int i = 0; i < 1000; i++)
 		buf[i] = (char)('a' + i % 26);
 	write(pipefd[1], buf, 1000);
 	snprintf(path, sizeof path, "%s/fifo", proto_dir);
 	mkfifo(path, 0600);
-	fifo = open(path, O_RDWR);
+	fifo = open(path, O_RDWR | O_NONBLOCK);
 	write(fifo, "fifo!\n", 6);
 	dup2(devnull, gapfd);
 	snprintf(subdir, sizeof subdir, "%s/sub", proto_dir);
