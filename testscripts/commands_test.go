@@ -37,6 +37,7 @@ var commands = map[string]func(ts *testscript.TestScript, neg bool, args []strin
 	"truncate": cmdTruncate,
 	"corrupt":  cmdCorrupt,
 	"lines":    cmdLines,
+	"oneerror": cmdOneerror,
 	"netlocks": cmdNetlocks,
 	"unlock":   cmdUnlock,
 }
@@ -424,6 +425,27 @@ func cmdLines(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if n != atoi(ts, args[1]) {
 		ts.Fatalf("%s has %d lines, want %s:\n%s", args[0], n, args[1], text)
+	}
+}
+
+// cmdOneerror: oneerror [stderr|FILE] checks the text (stderr by default)
+// is what an expected failure prints: exactly one "relocate: error: " line,
+// then nothing but "relocate: hint: " lines, and no hint that it looks like
+// a bug (that is for failures nobody expected).
+func cmdOneerror(ts *testscript.TestScript, neg bool, args []string) {
+	usage(ts, !neg && len(args) <= 1, "oneerror [stderr|FILE]")
+	name := "stderr"
+	if len(args) == 1 {
+		name = args[0]
+	}
+	text := ts.ReadFile(name)
+	lines := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	bad := !strings.HasPrefix(lines[0], "relocate: error: ")
+	for _, l := range lines[1:] {
+		bad = bad || !strings.HasPrefix(l, "relocate: hint: ") || strings.Contains(l, "looks like a bug")
+	}
+	if bad || !strings.HasSuffix(text, "\n") {
+		ts.Fatalf("%s is not one error line and hints:\n%s", name, text)
 	}
 }
 
