@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# The README's second command: install what the tests need and run them all,
-# as root. CI (.ci/run) runs exactly this.
+# The README's second command: install what the tests need and run them
+# all, as root. .ci/run runs exactly this, with CI set (then a test that
+# would skip for want of root or a tool fails instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export DEBIAN_FRONTEND=noninteractive
-if ! command -v gcc >/dev/null || ! command -v python3 >/dev/null || ! command -v redis-server >/dev/null ||
-	! command -v script >/dev/null; then
-	apt-get update -q
-	apt-get install -y -q gcc libc6-dev python3 redis-server redis-tools bsdutils
-fi
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
+
+# gcc and libc6-dev: the C workloads; python3: the Python workloads;
+# redis-server, redis-cli: a real server; script (bsdutils): a terminal.
+need=0
+for tool in gcc python3 redis-server redis-cli script; do
+	command -v "$tool" >/dev/null || need=1
+done
+if [ "$need" = 1 ]; then
+	log=$(mktemp)
+	if ! {
+		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+				gcc libc6-dev python3 redis-server redis-tools bsdutils
+	} >"$log" 2>&1; then
+		cat "$log" >&2
+		echo "ci: apt-get failed (see above)" >&2
+		exit 1
+	fi
+	rm -f "$log"
+fi
+
 # The binary must stay static.
-CGO_ENABLED=0 go build -o /tmp/relocate-ci-bin .
-linkage=$(ldd /tmp/relocate-ci-bin 2>&1 || true)
-if [[ $linkage != *"not a dynamic executable"* ]]; then
+bin=$(mktemp)
+CGO_ENABLED=0 go build -o "$bin" .
+if ! ldd "$bin" 2>&1 | grep -q "not a dynamic executable"; then
 	echo "ci: the relocate binary is not statically linked" >&2
 	exit 1
 fi
-rm -f /tmp/relocate-ci-bin
+rm -f "$bin"
 CGO_ENABLED=0 go vet ./...
 CGO_ENABLED=0 go test -count=1 -timeout 20m ./...
