@@ -155,6 +155,7 @@ func cmdTrack(ts *testscript.TestScript, neg bool, args []string) {
 
 // cmdRequire: require PROG... skips the script when a program is missing
 // from PATH; under CI (env CI set) a missing program fails it instead.
+// Put it at the top, before anything starts.
 func cmdRequire(ts *testscript.TestScript, neg bool, args []string) {
 	usage(ts, !neg && len(args) > 0, "require PROG...")
 	var missing []string
