@@ -29,7 +29,8 @@ fi
 # The binary must stay static.
 bin=$(mktemp)
 CGO_ENABLED=0 go build -o "$bin" .
-if ! ldd "$bin" 2>&1 | grep -q "not a dynamic executable"; then
+linkage=$(ldd "$bin" 2>&1 || true)
+if [[ $linkage != *"not a dynamic executable"* ]]; then
 	echo "ci: the relocate binary is not statically linked" >&2
 	exit 1
 fi
