@@ -172,42 +172,46 @@ func (p *procs) track(pid int) {
 }
 
 // cleanup runs when a script ends, passed or failed. It SIGKILLs, by PID:
-// every process `start` started that is still that process (same start
-// time: PIDs get reused); every PID given to `track` (a restored process
-// keeps its PID but not its start time); and every process that carries the
+// every PID given to `track` (a restored process keeps its PID but not its
+// start time); every process `start` started that is still that process
+// (same start time: PIDs get reused); and every process that carries the
 // script's marker in its environment or has its cwd under $WORK (children
-// of workloads, restored processes, a pipeline's members). Then it waits,
-// at most 10 s, until none of them runs any more.
+// of workloads, restored processes, a pipeline's members). It goes on
+// until none of the last two kinds is left, 10 s at most, identifying them
+// afresh each round, so that a PID reused meanwhile is left alone.
 func cleanup(e *testscript.Env) {
 	p := e.Values[procsKey{}].(*procs)
 	p.mu.Lock()
-	victims := map[int]bool{}
-	for pid, st := range p.started {
-		if got, ok := startTime(pid); ok && got == st {
-			victims[pid] = true
+	defer p.mu.Unlock()
+	kill := func(pid int) bool {
+		if pid <= 1 || pid == os.Getpid() || !isAlive(pid) {
+			return false
 		}
+		syscall.Kill(pid, syscall.SIGKILL)
+		return true
 	}
 	for pid := range p.tracked {
-		victims[pid] = true
+		kill(pid)
 	}
-	p.mu.Unlock()
 	marker := []byte(markerVar + "=" + e.WorkDir)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		left := 0
+		for pid, st := range p.started {
+			if got, ok := startTime(pid); ok && got == st && kill(pid) {
+				left++
+			}
+		}
 		for pid := range scriptLeftovers(marker, e.WorkDir) {
-			victims[pid] = true
-		}
-		running := 0
-		for pid := range victims {
-			if pid > 1 && pid != os.Getpid() && isAlive(pid) {
-				syscall.Kill(pid, syscall.SIGKILL)
-				running++
+			if kill(pid) {
+				left++
 			}
 		}
-		if running == 0 || time.Now().After(deadline) {
-			if running > 0 {
-				e.T().Log(fmt.Sprintf("cleanup: %d processes still running after SIGKILL", running))
-			}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.T().Log(fmt.Sprintf("cleanup: %d processes of the script still running after SIGKILL", left))
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
