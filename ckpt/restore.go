@@ -693,6 +693,42 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 	return err
 }
 
+// unmapCode removes the code page. The munmap runs from a syscall
+// instruction of the restored vDSO, stepped with PTRACE_SYSCALL, so no
+// fault happens: a SIGSEGV forced while signals are blocked would reset
+// the program's own SIGSEGV handler to SIG_DFL (Go, the JVM and Python's
+// faulthandler all have one). Without a vDSO it unmaps the page it runs
+// from and catches the fault with only SIGSEGV unblocked, which keeps a
+// handler but not an ignored SIGSEGV.
+func (rs *restorer) unmapCode(L *remote) error {
+	ip, ok, err := vdsoSyscall(rs.p.PID, rs.p.VMAs)
+	if err != nil {
+		return err
+	}
+	if ok {
+		regs, err := ptrace.GetRegs(L.tid)
+		if err != nil {
+			return err
+		}
+		_, err = ptrace.InjectSyscallStop(L.tid, &regs, ip, unix.SYS_MUNMAP, L.code, codeSize)
+		return err
+	}
+	if err := ptrace.SetSigMask(L.tid, ^uint64(0)&^(1<<(unix.SIGSEGV-1))); err != nil {
+		return err
+	}
+	if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {
+		return err
+	}
+	s, err := ptrace.WaitStop(L.tid)
+	if err != nil {
+		return err
+	}
+	if s.Status.StopSignal() != unix.SIGSEGV {
+		return fmt.Errorf("unmap code page: unexpected %s", s)
+	}
+	return nil
+}
+
 // resume unmaps the code page of every process and lets every thread go
 // with its own registers.
 func (sh *shared) resume() error {
@@ -701,18 +737,8 @@ func (sh *shared) resume() error {
 	}
 	for _, rs := range sh.order {
 		L := rs.leader
-		// Unmapping the page we execute from ends in SIGSEGV at the int3
-		// that is no longer there: that stop is where the leader gets its
-		// registers.
-		if err := ptrace.StartTrap(L.tid, L.code, unix.SYS_MUNMAP, L.code, codeSize); err != nil {
+		if err := rs.unmapCode(L); err != nil {
 			return err
-		}
-		s, err := ptrace.WaitStop(L.tid)
-		if err != nil {
-			return err
-		}
-		if s.Status.StopSignal() != unix.SIGSEGV {
-			return fmt.Errorf("unmap code page: unexpected %s", s)
 		}
 		for i, t := range rs.p.Threads {
 			tid := rs.threads[i].tid

@@ -306,19 +306,32 @@ func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 // findSyscallInsn returns the address of a syscall instruction in the
 // process's vDSO (the vDSO's fallback paths contain several).
 func (d *dumper) findSyscallInsn(p *Process) (uint64, error) {
-	for _, v := range p.VMAs {
+	ip, ok, err := vdsoSyscall(d.pid, p.VMAs)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, &ProcessError{PID: d.pid, Err: fmt.Errorf("no vDSO with a syscall instruction: %w", ErrUnsupported)}
+	}
+	return ip, nil
+}
+
+// vdsoSyscall finds a syscall instruction in the [vdso] of pid (as vmas
+// place it); ok is false when there is none.
+func vdsoSyscall(pid int, vmas []VMA) (ip uint64, ok bool, err error) {
+	for _, v := range vmas {
 		if v.Name != "[vdso]" {
 			continue
 		}
 		b := make([]byte, v.End-v.Start)
-		if err := mem.ReadRuns(d.pid, [][]byte{b}, []mem.Range{{Start: v.Start, End: v.End}}); err != nil {
-			return 0, err
+		if err := mem.ReadRuns(pid, [][]byte{b}, []mem.Range{{Start: v.Start, End: v.End}}); err != nil {
+			return 0, false, err
 		}
 		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
-			return v.Start + uint64(i), nil
+			return v.Start + uint64(i), true, nil
 		}
 	}
-	return 0, &ProcessError{PID: d.pid, Err: fmt.Errorf("no vDSO with a syscall instruction: %w", ErrUnsupported)}
+	return 0, false, nil
 }
 
 // rlimits reads the resource limits with prlimit, or from /proc/PID/limits

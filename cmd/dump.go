@@ -118,7 +118,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 // written directly.
 func createAtomic(path string) (*os.File, func(ok bool) error, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return nil, nil, fmt.Errorf("%s is a directory", path)
+		return nil, nil, expectedError{fmt.Errorf("%s is a directory", path)}
 	} else if err == nil && !fi.Mode().IsRegular() {
 		f, err := os.OpenFile(path, os.O_WRONLY, 0)
 		if err != nil {

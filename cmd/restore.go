@@ -46,7 +46,7 @@ func openImage(name string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	if fi.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, not an image", name)
+		return nil, expectedError{fmt.Errorf("%s is a directory, not an image", name)}
 	}
 	return os.Open(name)
 }
