@@ -207,10 +207,10 @@ func randomBytes(r *rand.Rand, n int) []byte {
 func sampleOps() []op {
 	r := newRand(1)
 	text := bytes.Repeat([]byte("relocate moves a running process. "), 2*PageSize/34+1)[:2*PageSize]
-	mixed := make([]byte, 4*PageSize)
-	copy(mixed, text[:PageSize])         // page 0: text
-	copy(mixed[2*PageSize:], text)       // pages 2, 3: text; page 1 zero
-	copy(mixed[4*PageSize-4:], "tail")   // a page that is zero but for its end
+	mixed := make([]byte, 5*PageSize) // text, zero, text, zero but for its end, zero
+	copy(mixed, text[:PageSize])
+	copy(mixed[2*PageSize:], text[PageSize:])
+	copy(mixed[4*PageSize-4:], "tail")
 	blob := bytes.Repeat([]byte("pipe buffer "), 250)
 	return []op{
 		{kind: KindMeta, data: []byte(`{"name":"fixture","n":42}`)},
