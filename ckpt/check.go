@@ -92,7 +92,7 @@ func Check() []Capability {
 	add("nftables", err == nil, errDetail(err, "netlink nftables works"), "established TCP connections (the network lock)", false)
 
 	_, err = os.Stat("/proc/self/ns/time")
-	add("time namespaces", err == nil, errDetail(err, "available"), "continuing clocks across hosts (to come)", false)
+	add("time namespaces", err == nil, errDetail(err, "available"), "continuing CLOCK_MONOTONIC/BOOTTIME across a migration", false)
 
 	add("vDSO layout", true, vdsoLayout(), "", false)
 	return out

@@ -47,6 +47,18 @@ type DumpOptions struct {
 	Progress     *Progress // may be nil
 	Producer     string    // version string stored in the image header
 	Proc         proc.FS   // zero: the real /proc
+	// Frozen, if set, runs once the tree is frozen and its state collected,
+	// before memory is written (a migration's post-dump hook). An error
+	// rolls the dump back.
+	Frozen func(cp *Checkpoint) error
+	// Commit, if set, runs once the image is completely written, before the
+	// tree is killed (a migration waits there for the target to say the
+	// restored tree runs). An error rolls the dump back: the tree resumes.
+	// Not called with LeaveRunning.
+	Commit func() error
+	// Unlock removes the network lock once the tree is killed: its
+	// connections now live elsewhere.
+	Unlock bool
 }
 
 // DumpResult summarises a checkpoint.
@@ -263,8 +275,15 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		return nil, err
 	}
 	cp.Files = t.files.files
+	cp.Clock = readClock(cp.Root)
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	opts := t.procs[0].opts
+	if opts.Frozen != nil {
+		if err := opts.Frozen(cp); err != nil {
+			return nil, err
+		}
 	}
 
 	w, err := image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{})
@@ -317,8 +336,13 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if t.procs[0].opts.LeaveRunning {
+	if opts.LeaveRunning {
 		return res, t.release()
+	}
+	if opts.Commit != nil {
+		if err := opts.Commit(); err != nil {
+			return nil, err
+		}
 	}
 	res.Killed = true
 	// Kill every process before waiting for any: a parent must not see its
@@ -336,6 +360,12 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		d.waitKilled()
 		res.NetLocked = res.NetLocked || d.lock != nil
 		errs = append(errs, d.releaseNet(false))
+		if opts.Unlock {
+			errs = append(errs, d.lock.Unlock())
+		}
+	}
+	if opts.Unlock {
+		res.NetLocked = false
 	}
 	return res, errors.Join(errs...)
 }

@@ -2,6 +2,8 @@ package ckpt
 
 import (
 	"context"
+	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -81,6 +83,7 @@ func (d *dumper) collectMemory(p *Process) error {
 		return err
 	}
 	defer pm.Close()
+	ids := map[string]*FileID{} // a library is mapped several times: read its ELF notes once
 	for _, m := range maps {
 		v := VMA{Start: m.Start, End: m.End, Shared: m.Shared, Kind: classify(m), Name: m.Path,
 			Offset: m.Offset, Flags: m.VmFlags}
@@ -100,7 +103,10 @@ func (d *dumper) collectMemory(p *Process) error {
 			}
 		}
 		if v.Kind == VMAFile || v.Kind == VMAShared {
-			v.File = fileID(m.Path)
+			if ids[m.Path] == nil {
+				ids[m.Path] = fileID(m.Path)
+			}
+			v.File = ids[m.Path]
 			if v.File == nil {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "stat", Err: errors.New("mapped file is not reachable by path")}
 			}
@@ -185,7 +191,30 @@ func fileID(path string) *FileID {
 	if err := unix.Stat(path, &st); err != nil {
 		return nil
 	}
-	return &FileID{Path: path, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
+	return &FileID{Path: path, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano(), BuildID: buildID(path)}
+}
+
+// buildID returns the GNU build ID note of an ELF file, hex-encoded, or "".
+func buildID(path string) string {
+	f, err := elf.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	s := f.Section(".note.gnu.build-id")
+	if s == nil {
+		return ""
+	}
+	b, err := s.Data()
+	// Elf_Nhdr: namesz, descsz, type (3 = NT_GNU_BUILD_ID), "GNU\0", desc.
+	if err != nil || len(b) < 16 || string(b[12:16]) != "GNU\x00" {
+		return ""
+	}
+	n := int(f.ByteOrder.Uint32(b[4:8]))
+	if 16+n > len(b) {
+		return ""
+	}
+	return hex.EncodeToString(b[16 : 16+n])
 }
 
 // sharedMapping is a MAP_SHARED mapping of a memfd or deleted file.

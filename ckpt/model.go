@@ -14,6 +14,15 @@ type Checkpoint struct {
 	NetLocks  []string  `json:"net_locks,omitempty"` // nftables tables holding the connections until restore
 	Processes []Process `json:"processes"`
 	Files     []File    `json:"files"`
+	Clock     *Clock    `json:"clock,omitempty"`
+}
+
+// Clock is what the tree's clocks read when it was frozen, in
+// nanoseconds, so that a restore into a new time namespace can continue
+// them instead of jumping to the target's uptime.
+type Clock struct {
+	Monotonic int64 `json:"monotonic_ns"`
+	Boottime  int64 `json:"boottime_ns"`
 }
 
 // Process is one process of the tree.
@@ -115,6 +124,16 @@ type FileID struct {
 	Ino   uint64 `json:"ino"`
 	Size  int64  `json:"size"`
 	Mtime int64  `json:"mtime_ns"`
+	// BuildID is the ELF build ID, when the file has one: a copy with
+	// another mtime (scp without -p, a container layer) is still the same
+	// program if size and build ID match.
+	BuildID string `json:"build_id,omitempty"`
+}
+
+// Same reports whether two FileIDs describe the same contents, as far as
+// can be told without reading them whole.
+func (f *FileID) Same(o *FileID) bool {
+	return f.Size == o.Size && (f.Mtime == o.Mtime || (f.BuildID != "" && f.BuildID == o.BuildID))
 }
 
 // Thread is one thread's state.

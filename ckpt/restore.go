@@ -18,11 +18,21 @@ import (
 	"github.com/relocate/relocate/ckpt/image"
 	"github.com/relocate/relocate/ckpt/mem"
 	"github.com/relocate/relocate/ckpt/ptrace"
+	"github.com/relocate/relocate/sock"
 )
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	Progress *Progress
+	// TimeNS restores into a new time namespace whose CLOCK_MONOTONIC and
+	// CLOCK_BOOTTIME continue from the image's clocks.
+	TimeNS bool
+	// BeforeNet, if set, runs before the image's sockets are created (a
+	// migration's pre-restore hook brings the service address up there).
+	BeforeNet func(cp *Checkpoint) error
+	// Confirm, if set, runs once the tree is running; an error kills the
+	// tree again, without a word on its connections, and Restore fails.
+	Confirm func(res *RestoreResult) error
 }
 
 // RestoreResult summarises a restore.
@@ -140,8 +150,14 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 	if err != nil {
 		return nil, err
 	}
-	return &RestoreResult{PID: cp.Root, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
-		Pages: sh.pages, Duration: time.Since(start)}, nil
+	res := &RestoreResult{PID: cp.Root, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
+		Pages: sh.pages, Duration: time.Since(start)}
+	if opts.Confirm != nil {
+		if err := opts.Confirm(res); err != nil {
+			return nil, errors.Join(err, sh.killRestored())
+		}
+	}
+	return res, nil
 }
 
 func checkHeader(h image.Header) error {
@@ -187,9 +203,9 @@ func precheckRestore(p *Process) error {
 		switch {
 		case now == nil:
 			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: errors.New("mapped file is missing")}
-		case now.Size != v.File.Size || now.Mtime != v.File.Mtime:
+		case !now.Same(v.File):
 			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "check",
-				Err: errors.New("mapped file changed since the checkpoint (size or mtime differ)")}
+				Err: errors.New("mapped file changed since the checkpoint (size, or mtime and build ID, differ)")}
 		}
 	}
 	return nil
@@ -240,6 +256,12 @@ type shared struct {
 	local []int
 	// TCP connections rebuilt in repair mode
 	tcp []restoredTCP
+	// the same, once running: closed silently if the restore is called off
+	live []restoredTCP
+	// network locks this restore installed
+	locks []*sock.Lock
+	// pidfds of the running processes, until the restore is confirmed
+	pidfds []int
 }
 
 // restorer rebuilds one process.
@@ -274,15 +296,22 @@ func (sh *shared) abort() {
 	if sh.stub != nil {
 		sh.stub.kill()
 	}
+	_ = sh.unlockOwn()
 }
 
 func (sh *shared) closeFiles() {
 	for _, fd := range sh.toClose {
 		unix.Close(fd)
 	}
+	sh.toClose = nil
+	for _, fd := range sh.pidfds {
+		unix.Close(fd)
+	}
+	sh.pidfds = nil
 	for _, b := range sh.blobs {
 		if b.f != nil {
 			b.f.Close()
+			b.f = nil
 		}
 	}
 }
@@ -332,6 +361,14 @@ func (sh *shared) run(ctx context.Context) error {
 	if err := sh.stream(ctx); err != nil {
 		return err
 	}
+	if err := sh.lockNet(); err != nil {
+		return err
+	}
+	if sh.opts.BeforeNet != nil {
+		if err := sh.opts.BeforeNet(sh.cp); err != nil {
+			return err
+		}
+	}
 	if err := sh.openFiles(); err != nil {
 		return err
 	}
@@ -368,6 +405,11 @@ func (rs *restorer) create(used []mem.Range) error {
 		// CLONE_PARENT: the root is relocate's child until relocate exits,
 		// so a failed restore reaps it here instead of leaving a zombie
 		// that holds the PID; on success relocate's exit hands it to init.
+		if rs.opts.TimeNS && rs.cp.Clock != nil {
+			if err := rs.stub.enterTimeNS(rs.cp.Clock); err != nil {
+				return err
+			}
+		}
 		if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
 			return &ProcessError{PID: p.PID, Err: err}
 		}
@@ -754,6 +796,15 @@ func (sh *shared) resume() error {
 			if err := ptrace.SetSigMask(tid, t.SigMask); err != nil {
 				return err
 			}
+		}
+	}
+	if sh.opts.Confirm != nil {
+		for _, rs := range sh.order {
+			fd, err := unix.PidfdOpen(rs.p.PID, 0)
+			if err != nil {
+				return err
+			}
+			sh.pidfds = append(sh.pidfds, fd)
 		}
 	}
 	for _, rs := range sh.order {

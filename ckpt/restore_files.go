@@ -447,7 +447,8 @@ func (sh *shared) finishNet() error {
 			return fmt.Errorf("tcp %s -> %s: %w", t.c.Local, t.c.Peer, err)
 		}
 	}
-	sh.tcp = nil
+	sh.live, sh.tcp = sh.tcp, nil
+	sh.locks = nil // removed below, with the dump's
 	for _, name := range sh.cp.NetLocks {
 		if err := sock.UnlockTable(name); err != nil {
 			return err

@@ -323,3 +323,37 @@ func (r *remote) clone(flags, exitSignal uint64, want int) (*remote, error) {
 	}
 	return child, nil
 }
+
+// enterTimeNS gives the stub's future children a new time namespace whose
+// CLOCK_MONOTONIC and CLOCK_BOOTTIME read on from c: the offsets are set
+// before any task enters it (the kernel refuses them afterwards), and the
+// stub itself stays where it is (unshare(CLONE_NEWTIME) only concerns
+// children).
+func (r *remote) enterTimeNS(c *Clock) error {
+	if _, err := r.call(unix.SYS_UNSHARE, unix.CLONE_NEWTIME); err != nil {
+		return fmt.Errorf("new time namespace: %w", err)
+	}
+	var mono, boot unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return err
+	}
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot); err != nil {
+		return err
+	}
+	offsets := timensOffset("monotonic", c.Monotonic-mono.Nano()) + timensOffset("boottime", c.Boottime-boot.Nano())
+	path := fmt.Sprintf("/proc/%d/timens_offsets", r.pid)
+	if err := os.WriteFile(path, []byte(offsets), 0); err != nil {
+		return fmt.Errorf("time namespace offsets: %w", err)
+	}
+	return nil
+}
+
+// timensOffset formats one line of timens_offsets: seconds may be
+// negative, nanoseconds may not.
+func timensOffset(clock string, ns int64) string {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return fmt.Sprintf("%s %d %d\n", clock, sec, nsec)
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -371,4 +372,37 @@ func (d *dumper) rlimitsFromProc(n int) ([]Rlimit, error) {
 		out[i] = Rlimit{Resource: i, Cur: l.Soft, Max: l.Hard}
 	}
 	return out, nil
+}
+
+// readClock reads CLOCK_MONOTONIC and CLOCK_BOOTTIME as pid sees them:
+// ours, plus its time namespace's offsets when it lives in another one.
+func readClock(pid int) *Clock {
+	var mono, boot unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil || unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) != nil {
+		return nil
+	}
+	c := &Clock{Monotonic: mono.Nano(), Boottime: boot.Nano()}
+	var ours, theirs unix.Stat_t
+	if unix.Stat("/proc/self/ns/time", &ours) != nil || unix.Stat(fmt.Sprintf("/proc/%d/ns/time", pid), &theirs) != nil ||
+		ours.Ino == theirs.Ino {
+		return c
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timens_offsets", pid))
+	if err != nil {
+		return c
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var name string
+		var sec, nsec int64
+		if n, _ := fmt.Sscanf(line, "%s %d %d", &name, &sec, &nsec); n != 3 {
+			continue
+		}
+		switch name {
+		case "monotonic":
+			c.Monotonic += sec*1e9 + nsec
+		case "boottime":
+			c.Boottime += sec*1e9 + nsec
+		}
+	}
+	return c
 }

@@ -105,3 +105,21 @@ func LockAvailable() error {
 	_, err = c.ListTables()
 	return err
 }
+
+// TableExists reports whether a lock table called name is installed.
+func TableExists(name string) (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("network lock: %w", err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("network lock: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -62,7 +62,9 @@ func TestFixture(t *testing.T) {
 	}
 }
 
-func le32(b []byte) uint32 { return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24 }
+func le32(b []byte) uint32 {
+	return uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+}
 
 // writeSeeds writes the FuzzReader seed corpus: the fixture, cut short in
 // a few places, and with a newer major version.
