@@ -25,6 +25,10 @@ type Progress struct {
 	Done  atomic.Int64 // bytes done in the current phase
 }
 
+// Set starts a phase of total bytes (0: unknown), for callers that add
+// phases of their own (a migration waiting for its target).
+func (p *Progress) Set(phase string, total int64) { p.set(phase, total) }
+
 func (p *Progress) set(phase string, total int64) {
 	if p == nil {
 		return

@@ -258,3 +258,33 @@ type EpollWatch struct {
 	Data   uint64 `json:"data"`
 	Ino    uint64 `json:"ino"` // inode of the watched file, to check FD still names it
 }
+
+// PIDs lists the processes of the tree, root first.
+func (cp *Checkpoint) PIDs() []int {
+	out := make([]int, 0, len(cp.Processes))
+	for _, p := range cp.Processes {
+		out = append(out, p.PID)
+	}
+	return out
+}
+
+// Addresses lists the local "ip:port" of the tree's TCP connections and
+// inet sockets, each once: what a migration's hooks move between hosts.
+func (cp *Checkpoint) Addresses() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range cp.Files {
+		a := ""
+		switch {
+		case f.TCP != nil:
+			a = f.TCP.Local
+		case f.Socket != nil && (f.Socket.Family == unix.AF_INET || f.Socket.Family == unix.AF_INET6):
+			a = f.Socket.Addr
+		}
+		if a != "" && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}

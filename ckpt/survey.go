@@ -195,3 +195,9 @@ func (s *Survey) Check() []string {
 	}
 	return problems
 }
+
+// SurveyHere is the survey of no process at all: checking it on a target
+// tests the machine (root, kernel features, architecture) and nothing else.
+func SurveyHere() Survey {
+	return Survey{Arch: archName, PageSize: os.Getpagesize()}
+}

@@ -13,22 +13,38 @@ import (
 
 type checkOptions struct {
 	json bool
+	pid  int
+	ssh  sshOptions
 }
 
 func (o *checkOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print the result as JSON")
+	c.Flags().IntVar(&o.pid, "pid", 0, "with a host: check that it can take this `PID`'s tree (free PIDs, same files...)")
+	o.ssh.AddFlags(c)
 }
 
 func newCheckCmd() *cobra.Command {
 	var o checkOptions
 	c := &cobra.Command{
-		Use:   "check",
-		Short: "show which features work on this machine",
+		Use:   "check [[user@]host] [--pid PID]",
+		Short: "show which features work on this machine, or on a migration target",
 		Long: `check probes the kernel and relocate's privileges without touching any other
 process: one line per capability, ok or missing, why, and what it disables.
-It exits 1 when dump or restore cannot work here at all.`,
-		Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { return runCheck(c, &o) },
+It exits 1 when dump or restore cannot work here at all.
+
+With a host, it runs a migration's handshake there instead (over SSH,
+uploading relocate for the moment if needed) and prints what would make
+a migration fail; with --pid, for that process's tree. Nothing is frozen.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				return checkRemote(c, &o, args[0])
+			}
+			if o.pid != 0 {
+				return usageError{errors.New("--pid needs a host to check against")}
+			}
+			return runCheck(c, &o)
+		},
 	}
 	o.AddFlags(c)
 	return c

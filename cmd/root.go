@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/relocate/relocate/ckpt"
 	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/transfer"
 )
 
 // Exit codes (documented in the README).
@@ -44,6 +46,13 @@ func version() string {
 	return "dev"
 }
 
+// cleanupGrace is how long cleanup may take after ^C before relocate
+// exits anyway. A migration's rollback talks to the target and runs the
+// rollback hook: it gets longer.
+var cleanupGrace atomic.Int64
+
+func init() { cleanupGrace.Store(int64(5 * time.Second)) }
+
 // globals are the flags every command has.
 type globals struct {
 	quiet bool
@@ -63,18 +72,31 @@ func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var g globals
+	var mo migrateOptions
 	root := &cobra.Command{
-		Use:   "relocate",
-		Short: "checkpoint a running Linux process and restore it, here or on another host",
-		Long: `relocate freezes a running process, writes its whole state as one stream
-(a file, stdout or another host), and restores it with the same PID.`,
+		Use:   "relocate PID [user@]host",
+		Short: "move a running Linux process to another host, or checkpoint it to a file",
+		Long:  migrateLong,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 0 && len(args) != 2 {
+				return usageError{fmt.Errorf("want PID and [user@]host, or a command (got %d arguments)", len(args))}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return c.Help()
+			}
+			return runMigrate(c, &g, &mo, args)
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       version(),
 	}
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
+	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd())
 	root.SetContext(ctx)
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process
@@ -82,7 +104,7 @@ func Main() int {
 	// by the kernel and runs on.
 	go func() {
 		<-ctx.Done()
-		time.Sleep(5 * time.Second)
+		time.Sleep(time.Duration(cleanupGrace.Load()))
 		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
 		os.Exit(ExitInterrupted)
 	}()
@@ -101,16 +123,37 @@ func report(w io.Writer, err error, interrupted bool) int {
 		fmt.Fprintf(w, "relocate: error: %v\nrelocate: hint: see 'relocate --help'\n", err)
 		return ExitUsage
 	case interrupted || errors.Is(err, context.Canceled):
-		fmt.Fprintln(w, "relocate: error: interrupted; nothing was changed")
+		var rolled *transfer.RolledBackError
+		if errors.As(err, &rolled) {
+			fmt.Fprintf(w, "relocate: error: interrupted; rolled back: pid %d runs on here as before\n", rolled.PID)
+		} else {
+			fmt.Fprintln(w, "relocate: error: interrupted; nothing was changed")
+		}
 		return ExitInterrupted
+	}
+	if se := (silentError{}); errors.As(err, &se) {
+		return ExitError
 	}
 	fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
 	if h := hint(err); h != "" {
 		fmt.Fprintf(w, "relocate: hint: %s\n", h)
-	} else if ee := (expectedError{}); !ckpt.Expected(err) && !errors.As(err, &ee) {
+	} else if !expected(err) {
 		fmt.Fprintf(w, "relocate: hint: this looks like a bug in relocate %s; please report it with the line above\n", version())
 	}
+	if code, ok := migrationExit(err); ok {
+		return code
+	}
 	return ExitError
+}
+
+// expected reports whether err is an answer about the input or the
+// world (one line for the user) rather than a bug.
+func expected(err error) bool {
+	var ee expectedError
+	var de *transfer.DialError
+	var he *transfer.HookError
+	_, migration := migrationExit(err)
+	return ckpt.Expected(err) || errors.As(err, &ee) || errors.As(err, &de) || errors.As(err, &he) || migration
 }
 
 func isCobraUsage(err error) bool {
@@ -155,11 +198,22 @@ func needRoot(what string) error {
 }
 
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+	var id bool
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if id {
+				// What a migration compares to decide whether the target's
+				// relocate is this very binary.
+				s, err := transfer.SelfID()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(c.OutOrStdout(), s)
+				return nil
+			}
 			commit := Commit
 			if bi, ok := debug.ReadBuildInfo(); ok && commit == "" {
 				for _, s := range bi.Settings {
@@ -175,4 +229,6 @@ func newVersionCmd() *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&id, "id", false, "print the SHA-256 of this binary instead")
+	return c
 }

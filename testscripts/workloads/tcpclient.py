@@ -4,7 +4,8 @@ Connects, sends a line the server leaves unread, writes "connected"; when
 the file "send-more" appears it sends another line (while the server may
 be gone: the network lock must hold it); when "go" appears it reads the
 server's greeting and the reply it sends after the restore, and prints
-"client: OK" or "client: FAIL ...". Bounded: 60 s in all."""
+"client: OK" or "client: FAIL ...". Bounded: 60 s in all. argv[2], if
+given, is the server's address (default 127.0.0.1)."""
 import os
 import re
 import socket
@@ -24,7 +25,8 @@ def wait_for(path):
         time.sleep(0.01)
 
 
-s = socket.create_connection(("127.0.0.1", port), timeout=30)
+host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
+s = socket.create_connection((host, port), timeout=30)
 s.sendall(b"hello-from-client\n")
 open("connected", "w").close()
 try:

@@ -1,7 +1,8 @@
 /* tcpserver: accepts one client and greets it, then reads nothing until
  * asked: at a checkpoint the client's bytes sit unread in the receive
  * queue. The check reads what the client sent (waiting up to 10 s for
- * retransmissions), answers, and checks the reply went out. */
+ * retransmissions), answers, and checks the reply went out. argv[2], if
+ * given, is the IPv4 address to listen on (default 127.0.0.1). */
 #include "proto.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -68,6 +69,8 @@ int main(int argc, char **argv) {
 	proto_init(argc, argv);
 	lfd = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	if (argc > 2 && inet_pton(AF_INET, argv[2], &a.sin_addr) != 1)
+		fail("bad address %s", argv[2]);
 	socklen_t len = sizeof a;
 	if (bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 4) || getsockname(lfd, (struct sockaddr *)&a, &len))
 		return 2;

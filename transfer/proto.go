@@ -1,0 +1,259 @@
+package transfer
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/relocate/relocate/ckpt"
+)
+
+// The control protocol of a migration.
+//
+// Source to target (the stdin of `relocate receive`) is a sequence of
+// frames: one type byte, a big-endian uint32 length, the payload. The
+// image travels in data frames, so the source can still speak after it
+// (commit) or instead of its end (abort), and the target never has to
+// guess where the image stops.
+//
+// Target to source (its stdout) is one JSON message per line. Its stderr
+// carries what it has to tell a human (hook output, warnings).
+const (
+	frameHello  = 'H' // JSON hello
+	frameData   = 'D' // image bytes
+	frameEnd    = 'E' // the image is complete
+	frameCommit = 'C' // the source tree dies now: keep the restored one
+	frameAbort  = 'A' // the migration is called off; payload: why
+
+	maxFrame = 1 << 20 // image bytes per data frame
+	// maxControl caps a non-data frame (a hello with a large survey).
+	maxControl = 64 << 20
+)
+
+// Messages from the target.
+const (
+	msgHello   = "hello"   // survey checked: Problems lists what would fail
+	msgRunning = "running" // the restored tree runs; waiting for commit
+	msgDone    = "done"    // committed; the target side exits
+	msgError   = "error"   // the target failed and cleaned up: Error says why
+)
+
+// ProtocolVersion changes when either side's messages change meaning.
+const ProtocolVersion = 1
+
+// hello is the source's first frame.
+type hello struct {
+	Protocol  int          `json:"protocol"`
+	Version   string       `json:"version"`
+	Source    string       `json:"source"` // the source's host name, for hooks
+	Survey    *ckpt.Survey `json:"survey"`
+	CheckOnly bool         `json:"check_only,omitempty"`
+	TimeNS    bool         `json:"timens"`
+	// Hooks that run on the target: "pre-restore", "post-restore".
+	Hooks map[string]string `json:"hooks,omitempty"`
+}
+
+// message is one line from the target.
+type message struct {
+	Type     string   `json:"type"`
+	Protocol int      `json:"protocol,omitempty"`
+	Problems []string `json:"problems,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	PID      int      `json:"pid,omitempty"`
+	// Restore figures, with "running".
+	Processes  int   `json:"processes,omitempty"`
+	Threads    int   `json:"threads,omitempty"`
+	BytesRead  int64 `json:"bytes_read,omitempty"`
+	RestoreMS  int64 `json:"restore_ms,omitempty"`
+	TimeNSUsed bool  `json:"timens,omitempty"`
+}
+
+// frameWriter writes frames; Write sends data frames, so the image writer
+// can write straight into it. Safe for concurrent use.
+type frameWriter struct {
+	mu   sync.Mutex
+	w    io.Writer
+	sent int64 // payload bytes of data frames
+}
+
+func (f *frameWriter) send(kind byte, payload []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var h [5]byte
+	h[0] = kind
+	binary.BigEndian.PutUint32(h[1:], uint32(len(payload)))
+	if _, err := f.w.Write(h[:]); err != nil {
+		return err
+	}
+	_, err := f.w.Write(payload)
+	return err
+}
+
+func (f *frameWriter) sendJSON(kind byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return f.send(kind, b)
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		chunk := p[:min(len(p), maxFrame)]
+		if err := f.send(frameData, chunk); err != nil {
+			return n, err
+		}
+		f.mu.Lock()
+		f.sent += int64(len(chunk))
+		f.mu.Unlock()
+		n += len(chunk)
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+// errAborted: the source called the migration off.
+type abortedError struct{ reason string }
+
+func (e *abortedError) Error() string { return "the source called the migration off: " + e.reason }
+
+// errStreamCut: the source went away without a word (connection lost).
+var errStreamCut = errors.New("the stream from the source ended before the migration finished (connection lost?)")
+
+// frameReader reads frames. As an io.Reader it yields the image: the
+// payload of data frames up to the end frame (then io.EOF); an abort or a
+// cut stream is an error there.
+type frameReader struct {
+	r    *bufio.Reader
+	left uint32 // unread bytes of the current data frame
+	end  bool
+}
+
+func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: bufio.NewReaderSize(r, 1<<20)} }
+
+// next reads the header and payload of a non-data frame, or the header of
+// a data frame (payload left to Read).
+func (f *frameReader) next() (kind byte, payload []byte, err error) {
+	var h [5]byte
+	if _, err := io.ReadFull(f.r, h[:]); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return 0, nil, errStreamCut
+		}
+		return 0, nil, err
+	}
+	kind, n := h[0], binary.BigEndian.Uint32(h[1:])
+	switch kind {
+	case frameData:
+		f.left = n
+		return kind, nil, nil
+	case frameHello, frameEnd, frameCommit, frameAbort:
+	default:
+		return 0, nil, fmt.Errorf("protocol: unknown frame type %q from the source", kind)
+	}
+	if n > maxControl {
+		return 0, nil, fmt.Errorf("protocol: a %q frame of %d bytes", kind, n)
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(f.r, payload); err != nil {
+		return 0, nil, errStreamCut
+	}
+	return kind, payload, nil
+}
+
+// Read returns image bytes.
+func (f *frameReader) Read(p []byte) (int, error) {
+	for f.left == 0 {
+		if f.end {
+			return 0, io.EOF
+		}
+		kind, payload, err := f.next()
+		if err != nil {
+			return 0, err
+		}
+		switch kind {
+		case frameData:
+		case frameEnd:
+			f.end = true
+		case frameAbort:
+			return 0, &abortedError{string(payload)}
+		default:
+			return 0, fmt.Errorf("protocol: a %q frame in the middle of the image", kind)
+		}
+	}
+	n, err := f.r.Read(p[:min(len(p), int(f.left))])
+	f.left -= uint32(n)
+	if err == io.EOF {
+		err = errStreamCut
+	}
+	return n, err
+}
+
+// decision waits for the source's verdict after the image: nil on commit.
+func (f *frameReader) decision() error {
+	for {
+		kind, payload, err := f.next()
+		if err != nil {
+			return err
+		}
+		switch kind {
+		case frameCommit:
+			return nil
+		case frameAbort:
+			return &abortedError{string(payload)}
+		case frameData:
+			// Image bytes after the image: skip them.
+			if _, err := io.CopyN(io.Discard, f.r, int64(f.left)); err != nil {
+				return errStreamCut
+			}
+			f.left = 0
+		}
+	}
+}
+
+// messageWriter sends JSON lines; safe for concurrent use.
+type messageWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (m *messageWriter) send(msg message) error {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, err = m.w.Write(append(b, '\n'))
+	return err
+}
+
+// readMessages delivers the target's messages on a channel, closed when
+// its stdout ends.
+func readMessages(r io.Reader) <-chan message {
+	ch := make(chan message, 4)
+	go func() {
+		defer close(ch)
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var m message
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				m = message{Type: msgError, Error: fmt.Sprintf("protocol: the target said %q", truncate(sc.Text(), 200))}
+			}
+			ch <- m
+		}
+	}()
+	return ch
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
