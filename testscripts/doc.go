@@ -34,6 +34,14 @@
 //	netlocks NAME...          relocate's nftables lock tables exist (! netlocks: none)
 //	unlock PID                lift the lock a dump of PID left
 //
+// and, for migrations, two simulated hosts (see hosts_test.go, simhosts.sh):
+//
+//	hosts up                  make hosts src and dst (namespaces, bridge, sshd each)
+//	host HOST CMD...          run CMD in HOST, as exec does
+//	hstart HOST NAME PROG...  start in HOST; $NAME_pid there, $NAME_gpid here
+//	hostgpid HOST PID VAR     wait for PID in HOST; $VAR its PID here
+//	vip HOST add|del          move the service address $vip
+//
 // The condition [root] holds when running as root; under CI (env CI set)
 // it is an error not to be root, so privileged scripts cannot skip there.
 // When a script ends, every process it left behind is killed: those

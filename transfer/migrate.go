@@ -141,13 +141,36 @@ func (s *session) await(ctx context.Context, timeout time.Duration) (message, er
 			return message{}, s.gone()
 		}
 		if m.Type == msgError {
-			return m, fmt.Errorf("target: %s", m.Error)
+			return m, &targetError{m.Error}
 		}
 		return m, nil
 	case <-t:
 		return message{}, fmt.Errorf("%s: no answer from the target in %s", s.client.Dest, timeout)
 	case <-ctx.Done():
 		return message{}, ctx.Err()
+	}
+}
+
+// targetError is the target's own account of its failure.
+type targetError struct{ msg string }
+
+func (e *targetError) Error() string { return "target: " + e.msg }
+
+// targetError waits (bounded) for an error message from the target.
+func (s *session) targetError(wait time.Duration) (message, bool) {
+	deadline := time.After(wait)
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				return message{}, false
+			}
+			if m.Type == msgError {
+				return m, true
+			}
+		case <-deadline:
+			return message{}, false
+		}
 	}
 }
 
@@ -306,8 +329,14 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 // already resumed the source tree; the target is told to clean up and the
 // rollback hook runs.
 func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.Checkpoint, source string, o *MigrateOptions) error {
-	if errors.Is(cause, io.ErrClosedPipe) || errors.Is(cause, io.EOF) || strings.Contains(cause.Error(), "EOF") {
-		cause = s.gone()
+	var fromTarget *targetError
+	if ctx.Err() == nil && !errors.As(cause, &fromTarget) {
+		// A failed write: the target may have said why it stopped reading.
+		if m, ok := s.targetError(3 * time.Second); ok {
+			cause = &targetError{m.Error}
+		} else if !errors.As(cause, new(*HookError)) {
+			cause = s.gone()
+		}
 	}
 	reason := oneLine(cause)
 	if ctx.Err() != nil {

@@ -86,7 +86,10 @@ echo "$d"; "$d/relocate" version --id || { rm -rf "$d"; exit 1; }`
 	out, err = run(c, script, self)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if err != nil || len(lines) != 2 {
-		return nil, fmt.Errorf("upload relocate: %v: %s", err, lastLine(out))
+		if err == nil {
+			err = fmt.Errorf("unexpected answer %q", truncate(out, 300))
+		}
+		return nil, fmt.Errorf("upload relocate: %w", err)
 	}
 	dir := lines[0]
 	b := &remoteBinary{path: dir + "/relocate", dir: dir, uploaded: true}
@@ -97,16 +100,17 @@ echo "$d"; "$d/relocate" version --id || { rm -rf "$d"; exit 1; }`
 	return b, nil
 }
 
-// run runs a shell command on the target and returns its stdout and
-// stderr together.
+// run runs a shell command on the target and returns its stdout, then
+// its stderr.
 func run(c *Client, cmd string, stdin io.Reader) (string, error) {
 	s, err := c.NewSession()
 	if err != nil {
 		return "", err
 	}
 	defer s.Close()
-	var out bytes.Buffer
-	s.Stdout, s.Stderr, s.Stdin = &out, &out, stdin
+	// Two buffers: the session copies stdout and stderr concurrently.
+	var out, errOut bytes.Buffer
+	s.Stdout, s.Stderr, s.Stdin = &out, &errOut, stdin
 	err = s.Run(cmd)
-	return out.String(), err
+	return out.String() + errOut.String(), err
 }

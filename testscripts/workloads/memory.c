@@ -14,7 +14,8 @@
  * file on disk with the mapping, runs the code in the executable page,
  * rereads the deepest stack frame (below the stack pointer now), and wants
  * /proc/self/maps, /proc/self/cmdline and /proc/self/environ exactly as
- * they were. ready has addr= (a word in the middle of the big buffer) for
+ * they were (but for the device and inode of mapped files: on another host
+ * the same path lives on another file system). ready has addr= (a word in the middle of the big buffer) for
  * a control run to change. */
 #include "proto.h"
 #include <fcntl.h>
@@ -110,6 +111,25 @@ static int run_rx(void) {
 #endif
 }
 
+/* readmaps reads /proc/self/maps without the device and inode columns. */
+static void readmaps(char *out, size_t n) {
+	static char raw[1 << 16];
+	readfile("/proc/self/maps", raw, sizeof raw);
+	size_t used = 0;
+	out[0] = 0;
+	for (char *line = strtok(raw, "\n"); line; line = strtok(NULL, "\n")) {
+		char range[64], perms[8], off[32];
+		int end = 0;
+		if (sscanf(line, "%63s %7s %31s %*s %*s%n", range, perms, off, &end) != 3)
+			fail("bad maps line %s", line);
+		while (line[end] == ' ')
+			end++;
+		used += snprintf(out + used, n - used, "%s %s %s %s\n", range, perms, off, line + end);
+		if (used >= n)
+			fail("maps too long");
+	}
+}
+
 static void check(char *ok, size_t n) {
 	struct sums now = compute();
 	if (now.big != sums.big)
@@ -132,7 +152,7 @@ static void check(char *ok, size_t n) {
 		fail("checksums kept on the heap differ from the static ones");
 	if (pread(sharedfd, disk, filesz, 0) != (ssize_t)filesz || memcmp(disk, shared, filesz))
 		fail("shared file mapping and file content differ");
-	readfile("/proc/self/maps", maps_now, sizeof maps_now);
+	readmaps(maps_now, sizeof maps_now);
 	if (strcmp(maps_now, maps_before))
 		fail("/proc/self/maps changed:\n--- before\n%s--- after\n%s", maps_before, maps_now);
 	readfile("/proc/self/cmdline", cmdline_now, sizeof cmdline_now);
@@ -248,7 +268,7 @@ int main(int argc, char **argv) {
 	sums = compute();
 	heap_sums = malloc(sizeof *heap_sums);
 	*heap_sums = sums;
-	readfile("/proc/self/maps", maps_before, sizeof maps_before);
+	readmaps(maps_before, sizeof maps_before);
 	readfile("/proc/self/cmdline", cmdline_before, sizeof cmdline_before);
 	memset(environ_before, 0, sizeof environ_before);
 	readfile("/proc/self/environ", environ_before, sizeof environ_before);
