@@ -121,8 +121,8 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	}
 	if !g.quiet {
 		rate := ""
-		if res.TotalMS > 0 {
-			rate = fmt.Sprintf(" (%s/s)", bytesIEC(res.BytesRaw*1000/res.TotalMS))
+		if res.FrozenMS > 0 {
+			rate = fmt.Sprintf(" (%s/s while frozen)", bytesIEC(res.BytesRaw*1000/res.FrozenMS))
 		}
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: migrated pid %d (%s, %s) to %s: frozen %s, total %s; %s of memory, %s sent%s\n",
 			res.PID, plural(res.Processes, "process"), plural(res.Threads, "thread"), res.Dest,

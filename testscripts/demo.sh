@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# The README's first command: build relocate, start a counter, checkpoint it
-# to a file (which ends it), restore it with its PID, and show it still
-# counting. Run as root from anywhere; leaves ./relocate built in the
-# repository.
+# The README's first command: build relocate, make two simulated hosts on
+# this machine (network, PID and mount namespaces, an sshd each: see
+# simhosts.sh), start a counter on "src", move it alive to "dst" with
+# `relocate PID dst` over SSH, and show it counting on there with the same
+# PID. Then checkpoint it to a file on dst and restore it from the file.
+# Run as root from anywhere; leaves ./relocate built in the repository and
+# nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
-	echo "demo: run as root (relocate uses ptrace and clone3 with set_tid)" >&2
+	echo "demo: run as root (namespaces, ptrace, clone3 with set_tid)" >&2
 	exit 1
 fi
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
-if ! command -v gcc >/dev/null; then
-	echo "== installing gcc for the demo's counter"
+need=
+for tool in gcc sshd ssh-keygen arping unshare nsenter; do
+	command -v "$tool" >/dev/null || need=1
+done
+if [ -n "$need" ]; then
+	echo "== installing gcc, openssh-server and arping for the demo"
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		gcc libc6-dev openssh-server openssh-client iputils-arping iproute2 util-linux >/dev/null
 fi
 
 work=$(mktemp -d /tmp/relocate-demo.XXXXXX)
-pid=
+sim=testscripts/simhosts.sh
 cleanup() {
-	if [ -n "$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
+	bash "$sim" down "$work/hosts" >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,43 +42,50 @@ advanced() {
 	done
 	return 1
 }
+on() { bash "$sim" exec "$work/hosts" "$@"; }
+counts_on() {
+	local before
+	before=$(count)
+	if advanced "$((before + 10))"; then
+		echo "   $1 counts on: $before -> $(count)"
+	else
+		echo "== demo FAILED: the counter is stuck at $(count)" >&2
+		exit 1
+	fi
+}
 
 echo "== go build -o relocate .   (static, CGO_ENABLED=0)"
 CGO_ENABLED=0 go build -o relocate .
 gcc -O1 -o "$work/counter" testscripts/workloads/counter.c
 mkdir "$work/state"
 
-echo "== starting a counter: it writes its count to a file 10 times a second"
-# In a session of its own, with stdio only: relocate refuses a descriptor
-# shared with a process outside the checkpoint (such as a pipe to this
-# shell's caller).
-(
-	for fd in /proc/$BASHPID/fd/*; do
-		fd=${fd##*/}
-		if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
-	done
-	exec setsid "$work/counter" "$work/state" </dev/null >/dev/null 2>&1
-) &
-pid=$!
-disown "$pid"
+echo "== two simulated hosts: src and dst, each with its own sshd"
+mkdir "$work/hosts"
+n=$((200 + RANDOM % 50))
+until bash "$sim" up "$work/hosts" "$n" >"$work/hosts.env" 2>"$work/hosts.err"; do
+	if ! grep -q 'in use' "$work/hosts.err"; then
+		cat "$work/hosts.err" >&2
+		exit 1
+	fi
+	n=$((n + 1))
+done
+cfg=$work/hosts/ssh_config
+grep -E '^(SRC_IP|DST_IP)=' "$work/hosts.env" | sed 's/^/   /'
+
+echo "== starting a counter on src: it writes its count to a file 10 times a second"
+on src sh -c 'echo 1000 > /proc/sys/kernel/ns_last_pid' # PIDs that dst has free
+pid=$(bash "$sim" start "$work/hosts" src /dev/null "$work/counter" "$work/state")
 advanced 20
-echo "   pid $pid has counted to $(count)"
+echo "   pid $pid on src has counted to $(count)"
 
-echo "== relocate dump $pid -o counter.img"
-./relocate dump "$pid" -o "$work/counter.img"
-if kill -0 "$pid" 2>/dev/null; then gone=no; else gone=yes; fi
-echo "   pid $pid gone: $gone; the count stays at $(count)"
+echo "== on src: relocate $pid -F ssh_config dst"
+on src "$PWD/relocate" "$pid" -F "$cfg" dst
+echo "   on src now: $(on src sh -c "cat /proc/$pid/comm 2>/dev/null || echo 'no pid $pid'")"
+echo "   on dst now: $(on dst sh -c "cat /proc/$pid/comm 2>/dev/null || echo 'no pid $pid'")"
+counts_on "pid $pid on dst"
 
-echo "== relocate inspect counter.img"
-./relocate inspect "$work/counter.img" | sed -n '1,5p'
-
-echo "== relocate restore counter.img"
-./relocate restore "$work/counter.img"
-before=$(count)
-if advanced "$((before + 10))"; then
-	echo "   pid $pid counts on: $before -> $(count)"
-	echo "== demo OK"
-else
-	echo "== demo FAILED: the restored counter is stuck at $(count)" >&2
-	exit 1
-fi
+echo "== on dst: relocate dump $pid -o counter.img, then relocate restore counter.img"
+on dst "$PWD/relocate" dump "$pid" -o "$work/counter.img"
+on dst "$PWD/relocate" restore "$work/counter.img" >/dev/null
+counts_on "pid $pid, restored from the file,"
+echo "== demo OK"
