@@ -33,6 +33,9 @@ type Survey struct {
 	// TCP: the tree has established TCP connections (needs TCP_REPAIR and
 	// the nftables lock on the target).
 	TCP bool `json:"tcp"`
+	// Unmovable lists what keeps the tree from leaving this host at all,
+	// found without freezing it (a terminal); a migration refuses at once.
+	Unmovable []string `json:"unmovable,omitempty"`
 }
 
 // SurveyTree reads the survey of pid and its descendants. A tree that
@@ -116,6 +119,10 @@ func (s *Survey) surveyFDs(fs proc.FS, pid int, addPath func(string)) {
 		}
 		if strings.HasPrefix(link, "socket:") {
 			s.TCP = s.TCP || peekEstablishedTCP(pid, fd)
+			continue
+		}
+		if strings.HasPrefix(link, "/dev/pts/") || strings.HasPrefix(link, "/dev/tty") || link == "/dev/console" {
+			s.Unmovable = append(s.Unmovable, fmt.Sprintf("pid %d fd %d is the terminal %s: a terminal cannot move to another host (start the job detached, e.g. with setsid and its output in a file)", pid, fd, link))
 			continue
 		}
 		var st unix.Stat_t

@@ -263,6 +263,9 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	if err != nil {
 		return nil, err
 	}
+	if len(survey.Unmovable) > 0 {
+		return nil, &RefusedError{Dest: dest, Err: fmt.Errorf("%s", strings.Join(survey.Unmovable, "; "))}
+	}
 	s, err := startReceive(ctx, dest, &o)
 	if err != nil {
 		return nil, &RefusedError{Dest: dest, Err: err}
