@@ -74,6 +74,12 @@ func Check() []Capability {
 	}
 	add("pidfd_getfd", err == nil, errDetail(err, "works"), "dump (descriptors are read through it) and restore", true)
 
+	err = probeSetTID()
+	add("clone3 set_tid", err == nil, errDetail(err, "works"), "restore with the original PIDs", true)
+
+	err = probeSetMMMap()
+	add("PR_SET_MM_MAP", err == nil, errDetail(err, "works"), "restore (memory layout, exe link, auxv)", true)
+
 	_, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(os.Getpid()), 0, 0, 0, 0)
 	add("kcmp", e == 0, errDetail(errnoErr(e), "works"), "dump (finding shared file descriptions)", true)
 
@@ -90,6 +96,13 @@ func Check() []Capability {
 
 	err = sock.LockAvailable()
 	add("nftables", err == nil, errDetail(err, "netlink nftables works"), "established TCP connections (the network lock)", false)
+
+	err = probeUffdWP()
+	if err == nil {
+		err = probePagemapScan()
+	}
+	add("userfaultfd WP + PAGEMAP_SCAN", err == nil, errDetail(err, "asynchronous write-protect and PAGEMAP_SCAN work"),
+		"dirty-page tracking for iterative pre-copy (not used yet)", false)
 
 	_, err = os.Stat("/proc/self/ns/time")
 	add("time namespaces", err == nil, errDetail(err, "available"), "continuing CLOCK_MONOTONIC/BOOTTIME across a migration", false)
