@@ -24,6 +24,10 @@ import (
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	Progress *Progress
+	// TCPClose resets the image's established TCP connections instead of
+	// resuming them (a checkpoint restored long after): the peer gets a
+	// reset, the process ECONNRESET on its next use. Listeners come back.
+	TCPClose bool
 	// TimeNS restores into a new time namespace whose CLOCK_MONOTONIC and
 	// CLOCK_BOOTTIME continue from the image's clocks.
 	TimeNS bool

@@ -442,8 +442,20 @@ type restoredTCP struct {
 // finishNet brings the rebuilt connections to life and lifts the lock the
 // dump left. Called just before the process resumes.
 func (sh *shared) finishNet() error {
+	if sh.opts.TCPClose {
+		// The resets must get out: lift the locks first.
+		for _, name := range sh.cp.NetLocks {
+			if err := sock.UnlockTable(name); err != nil {
+				return err
+			}
+		}
+	}
 	for _, t := range sh.tcp {
-		if err := sock.FinishTCP(t.fd, t.c); err != nil {
+		finish := sock.FinishTCP
+		if sh.opts.TCPClose {
+			finish = func(fd int, _ *sock.TCPConn) error { return sock.ResetTCP(fd) }
+		}
+		if err := finish(t.fd, t.c); err != nil {
 			return fmt.Errorf("tcp %s -> %s: %w", t.c.Local, t.c.Peer, err)
 		}
 	}

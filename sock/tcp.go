@@ -276,3 +276,17 @@ func fillQueue(fd, queue int, data []byte) error {
 	}
 	return nil
 }
+
+// ResetTCP ends a connection rebuilt in repair mode the way a crash would:
+// repair mode off, then a disconnect, which sends the peer a reset with
+// the right sequence numbers and leaves ECONNRESET pending on the socket,
+// so the process learns on its next read or write. The socket stays open.
+func ResetTCP(fd int) error {
+	if err := RepairOff(fd); err != nil {
+		return err
+	}
+	if err := disconnect(fd); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	return nil
+}
