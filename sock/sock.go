@@ -26,6 +26,9 @@ type State struct {
 	V6Only    bool   `json:"v6only,omitempty"`
 	KeepAlive bool   `json:"keepalive,omitempty"`
 	NoDelay   bool   `json:"nodelay,omitempty"`
+	// Peer is the address a connected UDP socket sends to.
+	Peer string   `json:"peer,omitempty"`
+	Opts *Options `json:"opts,omitempty"`
 }
 
 // Kind names the socket the way error messages do: tcp, udp6, unix, ...
@@ -83,12 +86,15 @@ func Inspect(fd int) (*State, error) {
 	default:
 		return nil, ErrUnsupported
 	}
-	if _, err := unix.Getpeername(fd); err == nil {
-		what := "connected sockets"
-		if s.Protocol == unix.IPPROTO_TCP {
-			what = "established TCP connections (TCP_REPAIR)"
+	if peer, err := unix.Getpeername(fd); err == nil {
+		switch {
+		case s.Protocol == unix.IPPROTO_UDP:
+			s.Peer = addrString(peer)
+		case s.Protocol == unix.IPPROTO_TCP:
+			return nil, fmt.Errorf("a TCP connection in state %s: %w", tcpStateName(fd), ErrUnsupported)
+		default:
+			return nil, fmt.Errorf("connected sockets: %w", ErrUnsupported)
 		}
-		return nil, fmt.Errorf("%s: %w", what, ErrUnsupported)
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {
@@ -124,7 +130,24 @@ func Inspect(fd int) (*State, error) {
 	if s.Family != unix.AF_UNIX && strings.HasSuffix(s.Addr, ":0") && !s.Listening {
 		s.Addr = "" // never bound
 	}
+	if s.Family != unix.AF_UNIX {
+		s.Opts = inspectOptions(fd, s.Family, s.Protocol)
+	}
 	return &s, nil
+}
+
+// tcpStateName names the state of a TCP socket, for messages.
+func tcpStateName(fd int) string {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return "unknown"
+	}
+	names := []string{1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1 (half-closed)", 5: "FIN_WAIT2 (half-closed)",
+		6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT (half-closed: the peer has closed)", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+	if int(ti.State) < len(names) && names[ti.State] != "" {
+		return names[ti.State]
+	}
+	return fmt.Sprint(ti.State)
 }
 
 // waiting reports whether the socket has something to read: a pending
@@ -218,8 +241,20 @@ func configure(fd int, s *State) error {
 			}
 		}
 	}
+	if err := s.Opts.apply(fd, s.Family, s.Protocol); err != nil {
+		return err
+	}
 	if err := unix.Bind(fd, sa); err != nil {
 		return fmt.Errorf("bind %s: %w", s.Addr, err)
+	}
+	if s.Peer != "" {
+		psa, err := sockaddr(&State{Family: s.Family, Addr: s.Peer})
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, psa); err != nil {
+			return fmt.Errorf("connect %s: %w", s.Peer, err)
+		}
 	}
 	if s.Listening {
 		if err := unix.Listen(fd, max(s.Backlog, 1)); err != nil {

@@ -3,8 +3,11 @@ package sock
 import (
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,5 +97,73 @@ func TestRefusals(t *testing.T) {
 	}
 	if _, err := Inspect(fd); err != nil {
 		t.Fatalf("listener with an empty queue: %v", err)
+	}
+	// Half-closed: the peer closed; the refusal names the state.
+	conn.Close()
+	var herr error
+	for i := 0; i < 200; i++ {
+		if _, herr = Inspect(afd); herr != nil && strings.Contains(herr.Error(), "CLOSE_WAIT") {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !errors.Is(herr, ErrUnsupported) || !strings.Contains(herr.Error(), "CLOSE_WAIT") {
+		t.Fatalf("half-closed connection: %v", herr)
+	}
+}
+
+// TestConnectedUDPRoundTrip: a connected UDP socket with options comes
+// back bound to the same port, connected to the same peer, options set;
+// the peer's datagrams reach it and its own reach the peer.
+func TestConnectedUDPRoundTrip(t *testing.T) {
+	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa := peer.LocalAddr().(*net.UDPAddr)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: pa.Port}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range [][3]int{{unix.IPPROTO_IP, unix.IP_TOS, 0x20}, {unix.SOL_SOCKET, unix.SO_PRIORITY, 3}} {
+		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := Inspect(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Peer != pa.String() || st.Addr == "" || st.Opts == nil || st.Opts.TOS != 0x20 || st.Opts.Priority != 3 {
+		t.Fatalf("state %+v opts %+v", st, st.Opts)
+	}
+	nfd, err := Create(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "udp")
+	defer f.Close()
+	if v, _ := unix.GetsockoptInt(nfd, unix.IPPROTO_IP, unix.IP_TOS); v != 0x20 {
+		t.Errorf("IP_TOS %#x after restore", v)
+	}
+	if _, err := f.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := peer.ReadFromUDP(buf)
+	if err != nil || string(buf[:n]) != "ping" || from.String() != st.Addr {
+		t.Fatalf("peer got %q from %v (%v), want ping from %s", buf[:n], from, err, st.Addr)
+	}
+	if _, err := peer.WriteToUDP([]byte("pong"), from); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "pong" {
+		t.Fatalf("restored socket read %q, %v", buf[:n], err)
 	}
 }

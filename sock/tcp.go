@@ -39,6 +39,7 @@ type TCPConn struct {
 	Stamps    bool      `json:"timestamps,omitempty"`
 	Timestamp uint32    `json:"timestamp"`
 	Window    [5]uint32 `json:"window"` // struct tcp_repair_window
+	Opts      *Options  `json:"opts,omitempty"`
 }
 
 func setInt(fd, opt, v int) error {
@@ -62,7 +63,7 @@ func InspectTCP(fd int) (*TCPConn, error) {
 		return nil, err
 	}
 	if ti.State != unix.BPF_TCP_ESTABLISHED {
-		return nil, fmt.Errorf("TCP connection in state %d (only established ones are carried): %w", ti.State, ErrUnsupported)
+		return nil, fmt.Errorf("a TCP connection in state %s (only established ones are carried): %w", tcpStateName(fd), ErrUnsupported)
 	}
 	local, err := unix.Getsockname(fd)
 	if err != nil {
@@ -72,7 +73,11 @@ func InspectTCP(fd int) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &TCPConn{Local: addrString(local), Peer: addrString(peer)}
+	family := unix.AF_INET
+	if _, ok := local.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+	}
+	c := &TCPConn{Local: addrString(local), Peer: addrString(peer), Opts: inspectOptions(fd, family, unix.IPPROTO_TCP)}
 	var qerr error
 	if c.RecvQueue, c.RecvSeq, qerr = readQueue(fd, tcpRecvQueue, unix.SIOCINQ); qerr != nil {
 		return nil, qerr
@@ -251,6 +256,11 @@ func buildTCP(fd, family int, c *TCPConn, local, peer netip.AddrPort) error {
 // the bytes the process had written but the kernel had not sent yet.
 func FinishTCP(fd int, c *TCPConn) error {
 	if err := RepairOff(fd); err != nil {
+		return err
+	}
+	// Options last: keep-alive timers must not run in repair mode.
+	family, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err := c.Opts.apply(fd, family, unix.IPPROTO_TCP); err != nil {
 		return err
 	}
 	for rest := c.SendQueue[len(c.SendQueue)-c.Unsent:]; len(rest) > 0; {

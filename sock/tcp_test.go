@@ -47,6 +47,13 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 	}
 	server.Close()
 	fd := int(f.Fd())
+	// Options a server sets on its connections: they come back.
+	for _, o := range [][3]int{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 77}, {unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 9000}, {unix.IPPROTO_IP, unix.IP_TOS, 0x10}} {
+		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// Wait until "to-server" is in the server's receive queue.
 	for i := 0; i < 500; i++ {
 		if n, _ := unix.IoctlGetInt(fd, unix.SIOCINQ); n == 9 {
@@ -82,6 +89,12 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 	}
 	if err := lock.Unlock(); err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range [][3]int{{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1}, {unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 77}, {unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 9000}, {unix.IPPROTO_IP, unix.IP_TOS, 0x10}} {
+		if v, err := unix.GetsockoptInt(nfd, o[0], o[1]); err != nil || v != o[2] {
+			t.Errorf("option %d/%d: %d, %v; want %d", o[0], o[1], v, err, o[2])
+		}
 	}
 	restored := os.NewFile(uintptr(nfd), "restored")
 	defer restored.Close()

@@ -268,7 +268,7 @@ func (r *Reader) readErr(err error, off int64, k Kind, atBoundary bool) error {
 	case k == 0:
 		return &FormatError{Offset: off, Err: truncated("the stream ends inside a record frame")}
 	}
-	return &FormatError{Offset: off, Kind: k, Err: truncated("the stream ends inside the record")}
+	return &FormatError{Offset: off, Kind: k, Err: truncated("the stream ends inside the record (or its length field is corrupt)")}
 }
 
 // readN appends n bytes from r to b. It grows b as data arrives rather

@@ -189,7 +189,7 @@ func TestMessages(t *testing.T) {
 		t.Errorf("got %v, want %q", err, want)
 	}
 	_, _, err = readAll(img[:len(img)-1])
-	if want := "image truncated at byte " + strconv.Itoa(len(img)-1) + " (trailer record): the stream ends inside the record"; err == nil || err.Error() != want {
+	if want := "image truncated at byte " + strconv.Itoa(len(img)-1) + " (trailer record): the stream ends inside the record (or its length field is corrupt)"; err == nil || err.Error() != want {
 		t.Errorf("got %v, want %q", err, want)
 	}
 	_, _, err = readAll(img[:trailerAt])
