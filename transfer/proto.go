@@ -158,8 +158,10 @@ func (f *frameReader) next() (kind byte, payload []byte, err error) {
 	if n > maxControl {
 		return 0, nil, fmt.Errorf("protocol: a %q frame of %d bytes", kind, n)
 	}
-	payload = make([]byte, n)
-	if _, err := io.ReadFull(f.r, payload); err != nil {
+	// Grown as bytes arrive: a garbled length costs no more than the
+	// bytes actually sent.
+	payload, err = io.ReadAll(io.LimitReader(f.r, int64(n)))
+	if err != nil || len(payload) != int(n) {
 		return 0, nil, errStreamCut
 	}
 	return kind, payload, nil
