@@ -41,15 +41,21 @@ func showProgress(p *ckpt.Progress, quiet bool) (stop func()) {
 					os.Stderr.WriteString("\n")
 				}
 				phase = ph
-				bar = progressbar.NewOptions64(max(p.Total.Load(), 1),
+				opts := []progressbar.Option{
 					progressbar.OptionSetWriter(os.Stderr),
 					progressbar.OptionSetDescription(ph),
-					progressbar.OptionShowBytes(true),
-					progressbar.OptionShowCount(),
 					progressbar.OptionSetWidth(30),
-					progressbar.OptionThrottle(100*time.Millisecond),
+					progressbar.OptionThrottle(100 * time.Millisecond),
 					progressbar.OptionClearOnFinish(),
-				)
+				}
+				total := p.Total.Load()
+				if total > 0 {
+					opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionShowCount())
+				} else {
+					total = -1 // a phase of unknown length: a spinner
+					opts = append(opts, progressbar.OptionSetElapsedTime(true))
+				}
+				bar = progressbar.NewOptions64(total, opts...)
 			}
 			if bar != nil {
 				_ = bar.Set64(p.Done.Load())
