@@ -87,12 +87,10 @@ type dumper struct {
 	tasks map[int]*frozenTask
 	files *fileTable
 	runs  []memRun
-	// sharedFiles are MAP_SHARED memfd/deleted-file mappings, checked
 	// against open descriptors.
-	sharedFiles []sharedMapping
-	tcp         []tcpSocket
-	lock        *sock.Lock
-	zombie      *Process // set for a zombie child: nothing to freeze or collect
+	tcp    []tcpSocket
+	lock   *sock.Lock
+	zombie *Process // set for a zombie child: nothing to freeze or collect
 }
 
 // Dump checkpoints pid, every thread of it and every descendant process,
@@ -217,24 +215,6 @@ func (t *tree) freeze() error {
 	return nil
 }
 
-// checkSharedMemory refuses shared memory (MAP_SHARED anonymous, shmem,
-// memfd) mapped by more than one process of the tree: each process would
-// get its own copy back, and they would silently stop sharing.
-func (t *tree) checkSharedMemory() error {
-	owner := map[[2]uint64]int{}
-	for _, d := range t.procs {
-		for _, m := range d.sharedFiles {
-			key := [2]uint64{m.dev, m.ino}
-			if other, ok := owner[key]; ok && other != d.pid {
-				return &MappingError{PID: d.pid, Start: m.v.Start, End: m.v.End, Path: m.v.Name, Op: "dump",
-					Err: fmt.Errorf("shared with pid %d: shared memory between processes is %w", other, ErrUnsupported)}
-			}
-			owner[key] = d.pid
-		}
-	}
-	return nil
-}
-
 // release resumes every process as it was found.
 func (t *tree) release() error {
 	var errs []error
@@ -264,20 +244,14 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 			cp.NetLocks = append(cp.NetLocks, lockName(d.pid))
 		}
 	}
-	// Checks that need the whole tree: a pipe's other end, a shared file
-	// mapped in one process and open in another.
-	for i, d := range t.procs {
-		p := &cp.Processes[i]
-		if err := t.files.checkPipes(p); err != nil {
-			return nil, err
-		}
-		if err := d.checkSharedFiles(p); err != nil {
+	// What needs the whole tree: a pipe's other end, a shared memory
+	// object open in one process and mapped in another.
+	for i := range t.procs {
+		if err := t.files.checkPipes(&cp.Processes[i]); err != nil {
 			return nil, err
 		}
 	}
-	if err := t.checkSharedMemory(); err != nil {
-		return nil, err
-	}
+	t.files.linkShmem()
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
 	if err := ctx.Err(); err != nil {

@@ -25,6 +25,8 @@ type fileTable struct {
 	// pipeBlob holds the blob carrying a pipe's or FIFO's buffer, by inode:
 	// every end refers to the one copy.
 	pipeBlob map[uint64]File
+	// shmem maps a shared memory object (dev, ino) to its VMA.Obj.
+	shmem map[[2]uint64]int
 }
 
 type fileRef struct {
@@ -33,14 +35,40 @@ type fileRef struct {
 
 // blobSource says where the contents of a blob come from at dump time.
 type blobSource struct {
-	id   uint32
-	path string // /proc/PID/fd/N to read
-	data []byte // already read (pipe buffers)
+	id     uint32
+	path   string // /proc/PID/fd/N or /proc/PID/map_files/A-B to read
+	data   []byte // already read (pipe buffers)
+	sparse bool   // read only the data extents (SEEK_DATA/SEEK_HOLE)
+	skip   bool   // not written after all (see dropBlob)
 }
 
 func newFileTable() *fileTable {
-	return &fileTable{byIno: map[[2]uint64][]fileRef{}, pipeBlob: map[uint64]File{}}
+	return &fileTable{byIno: map[[2]uint64][]fileRef{}, pipeBlob: map[uint64]File{}, shmem: map[[2]uint64]int{}}
 }
+
+// shmemObject returns the VMA.Obj of the shared memory object that m maps
+// in pid, adding it to the checkpoint the first time it is seen: its
+// contents are saved once, as a blob read through /proc/PID/map_files
+// (holes skipped, whether or not any process has the pages mapped).
+func (t *fileTable) shmemObject(pid int, m proc.Mapping) (int, error) {
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, fmt.Errorf("shared memory object: %w", err)
+	}
+	key := [2]uint64{st.Dev, st.Ino}
+	if obj, ok := t.shmem[key]; ok {
+		return obj, nil
+	}
+	f := File{Kind: FileShmem, Path: m.Path, Size: st.Size, Mode: st.Mode}
+	f.Blob = t.newBlob(blobSource{path: path, sparse: true})
+	t.files = append(t.files, f)
+	t.shmem[key] = len(t.files)
+	return len(t.files), nil
+}
+
+// mqueueMagic is the f_type of the POSIX message queue file system.
+const mqueueMagic = 0x19800202
 
 // Character devices that are the same on every machine (major, minor).
 var portableDevices = map[[2]uint32]bool{
@@ -206,6 +234,10 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
+		var sfs unix.Statfs_t
+		if unix.Statfs(procPath, &sfs) == nil && sfs.Type == mqueueMagic {
+			return fail(link+" (POSIX message queue)", ErrUnsupported)
+		}
 		if st.Nlink == 0 || strings.HasSuffix(link, " (deleted)") {
 			f.Kind = FileDeleted
 			f.Path = strings.TrimSuffix(link, " (deleted)")
@@ -311,6 +343,15 @@ func (t *fileTable) checkPipes(p *Process) error {
 	return nil
 }
 
+// dropBlob forgets a blob whose contents travel another way.
+func (t *fileTable) dropBlob(id uint32) {
+	for i := range t.blobs {
+		if t.blobs[i].id == id {
+			t.blobs[i].skip = true
+		}
+	}
+}
+
 func (t *fileTable) newBlob(src blobSource) uint32 {
 	src.id = uint32(len(t.blobs) + 1)
 	t.blobs = append(t.blobs, src)
@@ -320,20 +361,23 @@ func (t *fileTable) newBlob(src blobSource) uint32 {
 // writeBlobs streams deleted files' contents and pipe buffers.
 func (t *fileTable) writeBlobs(w *image.Writer) error {
 	for _, b := range t.blobs {
+		if b.skip {
+			continue
+		}
 		if b.path == "" {
 			if err := w.WriteBlob(b.id, 0, b.data); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := copyFileBlob(w, b.id, b.path); err != nil {
+		if err := copyFileBlob(w, b.id, b.path, b.sparse); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func copyFileBlob(w *image.Writer, id uint32, path string) error {
+func copyFileBlob(w *image.Writer, id uint32, path string, sparse bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -342,6 +386,17 @@ func copyFileBlob(w *image.Writer, id uint32, path string) error {
 	buf := make([]byte, 1<<20)
 	var off uint64
 	for {
+		if sparse {
+			// Skip to the next data extent; past the last one, done.
+			data, err := unix.Seek(int(f.Fd()), int64(off), unix.SEEK_DATA)
+			if errors.Is(err, unix.ENXIO) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			off = uint64(data)
+		}
 		n, err := f.ReadAt(buf, int64(off))
 		if n > 0 {
 			if werr := w.WriteBlob(id, off, buf[:n]); werr != nil {

@@ -111,10 +111,16 @@ func (d *dumper) collectMemory(p *Process) error {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "stat", Err: errors.New("mapped file is not reachable by path")}
 			}
 		}
-		if v.Kind == VMAShmem && m.Inode != 0 {
-			d.sharedFiles = append(d.sharedFiles, sharedMapping{v: v, dev: unix.Mkdev(m.Major, m.Minor), ino: m.Inode})
+		if v.Kind == VMAShmem && strings.HasPrefix(m.Path, "/SYSV") {
+			return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump",
+				Err: fmt.Errorf("System V shared memory (shmget/shmat): %w", ErrUnsupported)}
 		}
-		if keep := keepPage(v.Kind); keep != nil {
+		if v.Kind == VMAShmem && m.Inode != 0 {
+			if v.Obj, err = d.files.shmemObject(d.pid, m); err != nil {
+				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump", Err: err}
+			}
+		}
+		if keep := keepPage(v.Kind); keep != nil && v.Obj == 0 {
 			forced := !m.Read
 			err := pm.Runs(mem.Range{Start: m.Start, End: m.End}, chunkPages, keep, func(r mem.Range) error {
 				d.runs = append(d.runs, memRun{Range: r, forced: forced})
@@ -217,23 +223,20 @@ func buildID(path string) string {
 	return hex.EncodeToString(b[16 : 16+n])
 }
 
-// sharedMapping is a MAP_SHARED mapping of a memfd or deleted file.
-type sharedMapping struct {
-	v        VMA
-	dev, ino uint64
-}
-
-// checkSharedFiles refuses a memfd or deleted file that is both open and
-// mapped shared: restored, the descriptor and the mapping would be two
-// objects, and writes through one would no longer show in the other.
-func (d *dumper) checkSharedFiles(p *Process) error {
-	for _, m := range d.sharedFiles {
-		for _, ref := range d.files.byIno[[2]uint64{m.dev, m.ino}] {
-			if d.files.files[ref.index].Kind == FileDeleted {
-				return &FDError{PID: p.PID, FD: ref.fd, What: m.v.Name + " (deleted)",
-					Err: fmt.Errorf("open and mapped shared at %#x: %w", m.v.Start, ErrUnsupported)}
+// linkShmem points open descriptors of deleted files and memfds that are
+// also mapped shared at the shared memory object the mappings use: the
+// descriptor and the mappings stay one object after a restore, and the
+// contents travel once.
+func (t *fileTable) linkShmem() {
+	for key, obj := range t.shmem {
+		for _, ref := range t.byIno[key] {
+			f := &t.files[ref.index]
+			if f.Kind != FileDeleted || f.Obj != 0 {
+				continue
 			}
+			f.Obj = obj
+			t.dropBlob(f.Blob)
+			f.Blob, f.Size = 0, 0
 		}
 	}
-	return nil
 }

@@ -115,6 +115,11 @@ type VMA struct {
 	File   *FileID  `json:"file,omitempty"`
 	Flags  []string `json:"vmflags,omitempty"`
 	Pages  uint64   `json:"pages"` // pages stored in the image for this VMA
+	// Obj, for shared memory (MAP_SHARED anonymous, a deleted or memfd
+	// file), is 1 + the index of the FileShmem in Checkpoint.Files that
+	// holds its contents: every mapping of one object, in any process of
+	// the tree, maps that one object again.
+	Obj int `json:"obj,omitempty"`
 }
 
 // FileID identifies a file on disk so restore can tell it is the same one.
@@ -213,6 +218,9 @@ const (
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 	FileSocket   = "socket"
 	FileTCP      = "tcp" // an established connection (TCP_REPAIR)
+	// FileShmem is a shared memory object that mappings refer to (VMA.Obj);
+	// its contents are a blob of Size bytes.
+	FileShmem = "shmem"
 )
 
 // File is one open file description.
@@ -226,6 +234,10 @@ type File struct {
 	Pipe  uint64  `json:"pipe,omitempty"` // pipe inode: ends with the same Pipe are one pipe
 	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
 	Size  int64   `json:"size,omitempty"` // bytes in the blob
+	// Obj: a deleted file or memfd that is also mapped shared; the
+	// descriptor is reopened on that shared memory object (1 + index of
+	// its FileShmem), so that the two stay one.
+	Obj int `json:"obj,omitempty"`
 
 	Eventfd *EventfdState  `json:"eventfd,omitempty"`
 	Timerfd *TimerfdState  `json:"timerfd,omitempty"`

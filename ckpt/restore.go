@@ -80,6 +80,11 @@ func (cp *Checkpoint) validate() error {
 	if len(cp.Processes) == 0 || cp.Processes[0].PID != cp.Root {
 		return bad("the first process is not the root %d", cp.Root)
 	}
+	for _, f := range cp.Files {
+		if f.Obj != 0 && (f.Obj < 0 || f.Obj > len(cp.Files) || cp.Files[f.Obj-1].Kind != FileShmem) {
+			return bad("a %s file refers to shared memory object %d", f.Kind, f.Obj)
+		}
+	}
 	seen := map[int]bool{}
 	for i, p := range cp.Processes {
 		if p.Zombie && i > 0 && p.PID > 0 && !seen[p.PID] && seen[p.PPID] && len(p.Threads) == 0 {
@@ -102,6 +107,9 @@ func (cp *Checkpoint) validate() error {
 		for _, v := range p.VMAs {
 			if v.Start >= v.End || v.Start < prev || v.Start%mem.PageSize != 0 || v.End%mem.PageSize != 0 {
 				return bad("pid %d mapping %#x-%#x is out of order", p.PID, v.Start, v.End)
+			}
+			if v.Obj != 0 && (v.Obj < 0 || v.Obj > len(cp.Files) || cp.Files[v.Obj-1].Kind != FileShmem || v.Pages != 0) {
+				return bad("pid %d mapping %#x-%#x refers to shared memory object %d", p.PID, v.Start, v.End, v.Obj)
 			}
 			prev = v.End
 		}
@@ -559,7 +567,26 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 		case VMAAnon, VMADeleted:
 			flags |= unix.MAP_PRIVATE | unix.MAP_ANONYMOUS
 		case VMAShmem:
-			flags |= unix.MAP_SHARED | unix.MAP_ANONYMOUS
+			flags |= unix.MAP_SHARED
+			if v.Obj == 0 {
+				flags |= unix.MAP_ANONYMOUS
+				break
+			}
+			// The one object every mapping of it shares: the image's
+			// contents arrive in it as a blob while the stream is read.
+			key := "shm:" + strconv.Itoa(v.Obj)
+			tfd, ok := fileFDs[key]
+			if !ok {
+				lfd, err := rs.shmemFD(v.Obj - 1)
+				if err != nil {
+					return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "create", Err: err}
+				}
+				if tfd, err = L.call(unix.SYS_PIDFD_GETFD, uint64(pidfd), uint64(lfd), 0); err != nil {
+					return err
+				}
+				fileFDs[key] = tfd
+			}
+			fd, off = tfd, v.Offset
 		case VMAFile, VMAShared:
 			mode := unix.O_RDONLY
 			if v.Kind == VMAShared {

@@ -38,6 +38,12 @@ func (sh *shared) blob(b *image.Blob) error {
 	if b.Offset+uint64(len(b.Data)) > uint64(f.Size) {
 		return fmt.Errorf("image: blob %d is larger than its file: %w", b.ID, image.ErrCorrupt)
 	}
+	if f.Kind == FileShmem {
+		i, _ := sh.fileForBlob(b.ID)
+		if _, err := sh.shmemFD(i); err != nil {
+			return err
+		}
+	}
 	sink := sh.blobs[b.ID]
 	if sink == nil {
 		sink = &blobSink{}
@@ -77,6 +83,40 @@ func createDeleted(orig string) (*os.File, error) {
 		return f, nil
 	}
 	return nil, fmt.Errorf("cannot create a file to hold deleted %s", orig)
+}
+
+// shmemFD returns the restorer's descriptor of the shared memory object
+// Files[i], a memfd made on first use with the object's size; its
+// contents arrive as the object's blob.
+func (sh *shared) shmemFD(i int) (int, error) {
+	f := sh.cp.Files[i]
+	if sink := sh.blobs[f.Blob]; sink != nil && sink.f != nil {
+		return int(sink.f.Fd()), nil
+	}
+	fd, err := unix.MemfdCreate("relocate-shmem", unix.MFD_CLOEXEC)
+	if err != nil {
+		return -1, fmt.Errorf("memfd_create: %w", err)
+	}
+	if err := unix.Ftruncate(fd, f.Size); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("size shared memory object: %w", err)
+	}
+	sh.blobs[f.Blob] = &blobSink{f: os.NewFile(uintptr(fd), "shmem")}
+	return fd, nil
+}
+
+// reopenAt opens a new description of the file behind fd, with flags,
+// at offset pos.
+func reopenAt(fd, flags int, pos int64) (int, error) {
+	nfd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", fd), flags&^unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return -1, err
+	}
+	if _, err := unix.Seek(nfd, pos, 0); err != nil {
+		unix.Close(nfd)
+		return -1, err
+	}
+	return nfd, nil
 }
 
 // openFiles creates every file description of the image in the restorer.
@@ -135,7 +175,23 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			}
 		}
 		return fd, nil
+	case FileShmem:
+		// Mapped, not open: a descriptor of the object keeps it alive and
+		// is closed with the others.
+		sink := sh.blobs[f.Blob]
+		if sink == nil || sink.f == nil {
+			return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		}
+		return unix.Dup(int(sink.f.Fd()))
 	case FileDeleted:
+		if f.Obj != 0 {
+			// Also mapped shared: a new description of the same object.
+			obj, err := sh.shmemFD(f.Obj - 1)
+			if err != nil {
+				return -1, err
+			}
+			return reopenAt(obj, flags, f.Pos)
+		}
 		sink := sh.blobs[f.Blob]
 		var src *os.File
 		if sink != nil {
@@ -150,15 +206,7 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		} else {
 			return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
 		}
-		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", src.Fd()), flags&^unix.O_NOFOLLOW, 0)
-		if err != nil {
-			return -1, err
-		}
-		if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		return fd, nil
+		return reopenAt(int(src.Fd()), flags, f.Pos)
 	case FilePipe:
 		ends, ok := pipes[f.Pipe]
 		if !ok {

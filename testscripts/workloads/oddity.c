@@ -1,0 +1,78 @@
+/* oddity: holds one kind of kernel object relocate does not carry, named
+ * by argv[2]: sysvshm (shmget+shmat), sysvsem, mqueue (a POSIX message
+ * queue), pidfd, fanotify, userfaultfd, iouring. Its check only wants a
+ * counter that moves: a refused dump must leave it running untouched. */
+#include "proto.h"
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <mqueue.h>
+#include <sys/fanotify.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+
+static volatile long ticks, last;
+static int shmid = -1, semid = -1;
+static char mqname[64];
+
+static void tick(void) { ticks++; }
+
+static void check(char *ok, size_t n) {
+	if (ticks <= last)
+		fail("stuck at %ld", ticks);
+	last = ticks;
+	snprintf(ok, n, "ticks=%ld", ticks);
+}
+
+static void cleanup(void) {
+	if (shmid >= 0)
+		shmctl(shmid, IPC_RMID, NULL);
+	if (semid >= 0)
+		semctl(semid, 0, IPC_RMID);
+	if (mqname[0])
+		mq_unlink(mqname);
+}
+
+int main(int argc, char **argv) {
+	proto_init(argc, argv);
+	const char *kind = argc > 2 ? argv[2] : "";
+	long fd = 0;
+	if (!strcmp(kind, "sysvshm")) {
+		shmid = shmget(IPC_PRIVATE, 1 << 16, IPC_CREAT | 0600);
+		char *p = shmat(shmid, NULL, 0);
+		if (p == (void *)-1)
+			fd = -1;
+		else
+			p[0] = 1;
+		shmctl(shmid, IPC_RMID, NULL); /* gone when detached */
+		shmid = -1;
+	} else if (!strcmp(kind, "sysvsem")) {
+		semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
+		struct sembuf op = {0, 1, SEM_UNDO};
+		fd = semid < 0 ? -1 : semop(semid, &op, 1);
+	} else if (!strcmp(kind, "mqueue")) {
+		snprintf(mqname, sizeof mqname, "/relocate-oddity-%d", getpid());
+		fd = mq_open(mqname, O_RDWR | O_CREAT, 0600, NULL);
+	} else if (!strcmp(kind, "pidfd")) {
+		fd = syscall(SYS_pidfd_open, getppid(), 0);
+	} else if (!strcmp(kind, "fanotify")) {
+		fd = fanotify_init(FAN_CLASS_NOTIF, O_RDONLY);
+	} else if (!strcmp(kind, "userfaultfd")) {
+		fd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	} else if (!strcmp(kind, "iouring")) {
+		struct io_uring_params p = {0};
+		fd = syscall(SYS_io_uring_setup, 4, &p);
+	} else {
+		fprintf(stderr, "oddity: unknown kind %s\n", kind);
+		return 2;
+	}
+	if (fd < 0) {
+		fprintf(stderr, "oddity %s: %s\n", kind, strerror(errno));
+		cleanup();
+		return 2;
+	}
+	atexit(cleanup);
+	proto_ready(NULL);
+	proto_loop(check, tick);
+}
