@@ -250,6 +250,9 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		if err := t.files.checkPipes(&cp.Processes[i]); err != nil {
 			return nil, err
 		}
+		if err := t.files.checkUnixPairs(&cp.Processes[i]); err != nil {
+			return nil, err
+		}
 	}
 	t.files.linkShmem()
 	cp.Files = t.files.files

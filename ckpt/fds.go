@@ -295,6 +295,17 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 			d.tcp = append(d.tcp, tcpSocket{fd: dup, file: len(d.files.files), pid: pid, num: fd, link: link})
 			break
 		}
+		if sock.Kind(dup) == "unix" {
+			if _, perr := unix.Getpeername(dup); perr == nil {
+				c, err := sock.InspectUnix(dup, st.Ino)
+				unix.Close(dup)
+				if err != nil {
+					return fail(link+" (unix)", err)
+				}
+				f.Kind, f.Unix = FileUnixPair, c
+				break
+			}
+		}
 		st, err := sock.Inspect(dup)
 		kind := sock.Kind(dup)
 		unix.Close(dup)
@@ -338,6 +349,26 @@ func (t *fileTable) checkPipes(p *Process) error {
 		if f.Kind == FilePipe && !(ends[f.Pipe][0] && ends[f.Pipe][1]) {
 			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("pipe:[%d]", f.Pipe),
 				Err: fmt.Errorf("the other end belongs to a process outside the checkpoint: %w", ErrUnsupported)}
+		}
+	}
+	return nil
+}
+
+// checkUnixPairs refuses a connected unix socket whose other end is not
+// in the checkpoint (a connection to a daemon, say): it would come back
+// talking to nobody.
+func (t *fileTable) checkUnixPairs(p *Process) error {
+	ends := map[uint64]bool{}
+	for _, f := range t.files {
+		if f.Kind == FileUnixPair {
+			ends[f.Unix.Ino] = true
+		}
+	}
+	for _, fd := range p.FDs {
+		f := t.files[fd.File]
+		if f.Kind == FileUnixPair && !ends[f.Unix.Peer] {
+			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
+				Err: fmt.Errorf("connected to a socket outside the checkpoint: %w", ErrUnsupported)}
 		}
 	}
 	return nil

@@ -218,6 +218,9 @@ const (
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 	FileSocket   = "socket"
 	FileTCP      = "tcp" // an established connection (TCP_REPAIR)
+	// FileUnixPair is one end of a connected pair of unix sockets whose
+	// other end is in the tree too (Unix.Peer names it).
+	FileUnixPair = "unixpair"
 	// FileShmem is a shared memory object that mappings refer to (VMA.Obj);
 	// its contents are a blob of Size bytes.
 	FileShmem = "shmem"
@@ -246,6 +249,7 @@ type File struct {
 	Inotify []InotifyWatch `json:"inotify,omitempty"`
 	Socket  *sock.State    `json:"socket,omitempty"`
 	TCP     *sock.TCPConn  `json:"tcp,omitempty"`
+	Unix    *sock.UnixConn `json:"unix,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

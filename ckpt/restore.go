@@ -274,6 +274,8 @@ type shared struct {
 	locks []*sock.Lock
 	// pidfds of the running processes, until the restore is confirmed
 	pidfds []int
+	// the second end of each socketpair made, by its inode in the image
+	unixPending map[uint64]int
 }
 
 // restorer rebuilds one process.
@@ -320,6 +322,10 @@ func (sh *shared) closeFiles() {
 		unix.Close(fd)
 	}
 	sh.pidfds = nil
+	for _, fd := range sh.unixPending {
+		unix.Close(fd)
+	}
+	sh.unixPending = nil
 	for _, b := range sh.blobs {
 		if b.f != nil {
 			b.f.Close()

@@ -105,6 +105,36 @@ func (sh *shared) shmemFD(i int) (int, error) {
 	return fd, nil
 }
 
+// unixEnd returns this end of a socketpair, making the pair (queues
+// refilled) when its first end comes up.
+func (sh *shared) unixEnd(f File) (int, error) {
+	if f.Unix == nil {
+		return -1, fmt.Errorf("unix socket without state: %w", image.ErrCorrupt)
+	}
+	if fd, ok := sh.unixPending[f.Unix.Ino]; ok {
+		delete(sh.unixPending, f.Unix.Ino)
+		return fd, nil
+	}
+	var peer *File
+	for i := range sh.cp.Files {
+		if o := &sh.cp.Files[i]; o.Kind == FileUnixPair && o.Unix != nil && o.Unix.Ino == f.Unix.Peer && o.Unix.Peer == f.Unix.Ino {
+			peer = o
+		}
+	}
+	if peer == nil {
+		return -1, fmt.Errorf("image: unix socket %d has no peer %d: %w", f.Unix.Ino, f.Unix.Peer, image.ErrCorrupt)
+	}
+	fa, fb, err := sock.CreateUnixPair(f.Unix, peer.Unix, f.Flags, peer.Flags)
+	if err != nil {
+		return -1, err
+	}
+	if sh.unixPending == nil {
+		sh.unixPending = map[uint64]int{}
+	}
+	sh.unixPending[peer.Unix.Ino] = fb // closeFiles closes it if never taken
+	return fa, nil
+}
+
 // reopenAt opens a new description of the file behind fd, with flags,
 // at offset pos.
 func reopenAt(fd, flags int, pos int64) (int, error) {
@@ -175,6 +205,8 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			}
 		}
 		return fd, nil
+	case FileUnixPair:
+		return sh.unixEnd(f)
 	case FileShmem:
 		// Mapped, not open: a descriptor of the object keeps it alive and
 		// is closed with the others.

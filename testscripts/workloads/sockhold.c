@@ -1,7 +1,9 @@
-/* sockhold: a counter that also holds a connected unix socket pair, which a
- * checkpoint must refuse while leaving the process running. */
+/* sockhold: a counter connected to a unix socket served by another
+ * process (argv[2] is its path), like a client of journald or D-Bus: a
+ * checkpoint must refuse it while leaving the process running. */
 #include "proto.h"
 #include <sys/socket.h>
+#include <sys/un.h>
 
 static volatile long count, last_checked = -1;
 static void tick(void) { count++; }
@@ -14,10 +16,17 @@ static void check(char *ok, size_t n) {
 
 int main(int argc, char **argv) {
 	proto_init(argc, argv);
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
-		return 1;
-	int c = sv[0];
+	if (argc < 3) {
+		fprintf(stderr, "usage: sockhold STATEDIR SOCKETPATH\n");
+		return 2;
+	}
+	int c = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", argv[2]);
+	if (connect(c, (struct sockaddr *)&a, sizeof a)) {
+		perror(argv[2]);
+		return 2;
+	}
 	char extra[32];
 	snprintf(extra, sizeof extra, "fd=%d\n", c);
 	proto_ready(extra);

@@ -1,0 +1,243 @@
+package sock
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// UnixConn is one end of a connected pair of unix sockets whose other end
+// is also being checkpointed (a socketpair, typically between a parent
+// and its children). Restore makes the pair again with socketpair(2).
+type UnixConn struct {
+	Type int    `json:"type"` // SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM
+	Ino  uint64 `json:"ino"`  // this end's inode, at the dump
+	Peer uint64 `json:"peer"` // the other end's inode
+	// Queue is what this end has received and not read yet (stream
+	// sockets): restore sends it through the other end.
+	Queue []byte `json:"queue,omitempty"`
+	// Shutdown is the RCV_SHUTDOWN|SEND_SHUTDOWN bits (1, 2) of this end.
+	Shutdown int `json:"shutdown,omitempty"`
+}
+
+// errUnixNamed: connections made with connect(2) to a named socket carry
+// addresses that a socketpair cannot give back.
+var errUnixNamed = fmt.Errorf("a unix connection to a named socket (socketpairs are carried): %w", ErrUnsupported)
+
+// InspectUnix reads a connected unix socket. fd is a duplicate of the
+// process's descriptor; ino is its inode.
+func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	if err != nil {
+		return nil, err
+	}
+	// x/sys reports an unnamed socket as "@" (its empty path read as an
+	// abstract name).
+	named := func(sa unix.Sockaddr) bool { a := addrString(sa); return a != "" && a != "@" }
+	if sa, err := unix.Getsockname(fd); err == nil && named(sa) {
+		return nil, errUnixNamed
+	}
+	if sa, err := unix.Getpeername(fd); err == nil && named(sa) {
+		return nil, errUnixNamed
+	}
+	d, err := unixDiag(ino)
+	if err != nil {
+		return nil, err
+	}
+	c := &UnixConn{Type: typ, Ino: ino, Peer: d.peer, Shutdown: d.shutdown}
+	if d.peer == 0 {
+		return nil, fmt.Errorf("unix socket without a peer: %w", ErrUnsupported)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	if err != nil {
+		return nil, fmt.Errorf("SIOCINQ: %w", err)
+	}
+	if n == 0 {
+		return c, nil
+	}
+	if typ != unix.SOCK_STREAM {
+		return nil, fmt.Errorf("messages queued on a unix datagram or seqpacket socket: %w", ErrUnsupported)
+	}
+	if c.Queue, err = peekUnix(fd, n); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// peekUnix copies the n queued bytes without consuming them. Descriptors
+// in flight (SCM_RIGHTS) are refused: they would be lost.
+func peekUnix(fd, n int) ([]byte, error) {
+	buf := make([]byte, n)
+	oob := make([]byte, unix.CmsgSpace(4*64))
+	got, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("peek queued bytes: %w", err)
+	}
+	if oobn > 0 {
+		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
+			for _, m := range msgs {
+				if fds, err := unix.ParseUnixRights(&m); err == nil {
+					for _, f := range fds {
+						unix.Close(f)
+					}
+					return nil, fmt.Errorf("descriptors in flight (SCM_RIGHTS): %w", ErrUnsupported)
+				}
+			}
+		}
+	}
+	if got != n {
+		return nil, fmt.Errorf("peeked %d of %d queued bytes: %w", got, n, ErrUnsupported)
+	}
+	return buf, nil
+}
+
+// CreateUnixPair makes the pair of a and b (b.Ino == a.Peer) and refills
+// each end's queue through the other. flagsA and flagsB are the file
+// status flags (O_NONBLOCK) of each end.
+func CreateUnixPair(a, b *UnixConn, flagsA, flagsB int) (fa, fb int, err error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, a.Type|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, -1, fmt.Errorf("socketpair: %w", err)
+	}
+	fa, fb = fds[0], fds[1]
+	fail := func(e error) (int, int, error) {
+		unix.Close(fa)
+		unix.Close(fb)
+		return -1, -1, e
+	}
+	// a's queue was sent by b, and the other way round.
+	if err := sendAll(fb, a.Queue); err != nil {
+		return fail(err)
+	}
+	if err := sendAll(fa, b.Queue); err != nil {
+		return fail(err)
+	}
+	for _, e := range []struct {
+		fd, flags int
+		c         *UnixConn
+	}{{fa, flagsA, a}, {fb, flagsB, b}} {
+		if err := finishUnix(e.fd, e.flags, e.c); err != nil {
+			return fail(err)
+		}
+	}
+	return fa, fb, nil
+}
+
+func sendAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.SendmsgN(fd, data, nil, nil, unix.MSG_DONTWAIT)
+		if err != nil {
+			return fmt.Errorf("refill unix socket queue: %w", err)
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// finishUnix applies an end's shutdown state and status flags.
+func finishUnix(fd, flags int, c *UnixConn) error {
+	how := -1
+	switch c.Shutdown & 3 {
+	case 1:
+		how = unix.SHUT_RD
+	case 2:
+		how = unix.SHUT_WR
+	case 3:
+		how = unix.SHUT_RDWR
+	}
+	if how >= 0 {
+		if err := unix.Shutdown(fd, how); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+	}
+	if flags&unix.O_NONBLOCK != 0 {
+		return unix.SetNonblock(fd, true)
+	}
+	return nil
+}
+
+// unixDiagResult is what sock_diag says about one unix socket.
+type unixDiagResult struct {
+	peer     uint64
+	shutdown int
+}
+
+// sock_diag for AF_UNIX (include/uapi/linux/unix_diag.h).
+const (
+	sockDiagByFamily = 20
+	udiagShowPeer    = 0x4 // UDIAG_SHOW_PEER
+	unixDiagPeer     = 2   // UNIX_DIAG_PEER
+	unixDiagShutdown = 6   // UNIX_DIAG_SHUTDOWN, always sent
+)
+
+// unixDiag asks the kernel, over NETLINK_SOCK_DIAG, for the peer and the
+// shutdown state of the unix socket with inode ino (in our network
+// namespace).
+func unixDiag(ino uint64) (unixDiagResult, error) {
+	var res unixDiagResult
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return res, fmt.Errorf("sock_diag: %w", err)
+	}
+	defer unix.Close(s)
+	// nlmsghdr (16) + unix_diag_req (24).
+	req := make([]byte, 40)
+	le := binary.LittleEndian
+	le.PutUint32(req[0:], 40)
+	le.PutUint16(req[4:], sockDiagByFamily)
+	le.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	le.PutUint32(req[8:], 1)
+	req[16] = unix.AF_UNIX
+	le.PutUint32(req[20:], 0xffffffff) // all states
+	le.PutUint32(req[24:], uint32(ino))
+	le.PutUint32(req[28:], udiagShowPeer)
+	le.PutUint32(req[32:], 0xffffffff) // no cookie
+	le.PutUint32(req[36:], 0xffffffff)
+	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return res, fmt.Errorf("sock_diag: %w", err)
+	}
+	buf := make([]byte, os.Getpagesize())
+	n, _, err := unix.Recvfrom(s, buf, 0)
+	if err != nil {
+		return res, fmt.Errorf("sock_diag: %w", err)
+	}
+	// One nlmsghdr: length, type, flags, seq, pid.
+	if n < 16 || int(le.Uint32(buf)) > n || le.Uint32(buf) < 16 {
+		return res, errors.New("sock_diag: short answer")
+	}
+	typ, data := le.Uint16(buf[4:]), buf[16:le.Uint32(buf)]
+	if typ == unix.NLMSG_ERROR {
+		if len(data) >= 4 {
+			if e := int32(le.Uint32(data)); e != 0 {
+				return res, fmt.Errorf("sock_diag: %w", unix.Errno(-e))
+			}
+		}
+		return res, errors.New("sock_diag: error answer")
+	}
+	// unix_diag_msg (16 bytes), then attributes.
+	if len(data) < 16 {
+		return res, errors.New("sock_diag: short answer")
+	}
+	for attrs := data[16:]; len(attrs) >= 4; {
+		l, t := int(le.Uint16(attrs)), le.Uint16(attrs[2:])
+		if l < 4 || l > len(attrs) {
+			break
+		}
+		v := attrs[4:l]
+		switch t {
+		case unixDiagPeer:
+			if len(v) >= 4 {
+				res.peer = uint64(le.Uint32(v))
+			}
+		case unixDiagShutdown:
+			if len(v) >= 1 {
+				res.shutdown = int(v[0])
+			}
+		}
+		attrs = attrs[(l+3)&^3:]
+	}
+	return res, nil
+}

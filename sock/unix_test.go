@@ -1,0 +1,124 @@
+package sock
+
+import (
+	"errors"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func inode(t *testing.T, fd int) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// TestUnixPairRoundTrip: a socketpair with bytes queued both ways and one
+// direction shut down is read, made again, and carries on: each end reads
+// what was waiting for it, then new bytes, and the shut direction stays
+// shut.
+func TestUnixPairRoundTrip(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := fds[0], fds[1]
+	defer unix.Close(a)
+	defer unix.Close(b)
+	if _, err := unix.Write(a, []byte("for-b-1 ")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(a, []byte("for-b-2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Write(b, []byte("for-a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Shutdown(b, unix.SHUT_WR); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := InspectUnix(a, inode(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := InspectUnix(b, inode(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Peer != cb.Ino || cb.Peer != ca.Ino {
+		t.Fatalf("peers: a %+v b %+v", ca, cb)
+	}
+	if string(ca.Queue) != "for-a" || string(cb.Queue) != "for-b-1 for-b-2" {
+		t.Fatalf("queues %q %q", ca.Queue, cb.Queue)
+	}
+	if cb.Shutdown != 2 || ca.Shutdown != 1 {
+		t.Fatalf("shutdown bits a=%d b=%d, want 1 (peer stopped sending) and 2", ca.Shutdown, cb.Shutdown)
+	}
+	// The originals still hold their bytes: peeking consumed nothing.
+	if n, _ := unix.IoctlGetInt(b, unix.SIOCINQ); n != len("for-b-1 for-b-2") {
+		t.Fatalf("original queue now %d bytes", n)
+	}
+
+	na, nb, err := CreateUnixPair(ca, cb, 0, unix.O_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, fb := os.NewFile(uintptr(na), "a"), os.NewFile(uintptr(nb), "b")
+	defer fa.Close()
+	defer fb.Close()
+	buf := make([]byte, 64)
+	if n, err := fb.Read(buf); err != nil || string(buf[:n]) != "for-b-1 for-b-2" {
+		t.Fatalf("b read %q, %v", buf[:n], err)
+	}
+	if n, err := fa.Read(buf); err != nil || string(buf[:n]) != "for-a" {
+		t.Fatalf("a read %q, %v", buf[:n], err)
+	}
+	if _, err := fb.Write([]byte("x")); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("b's write side should stay shut, got %v", err)
+	}
+	if _, err := fa.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := fb.Read(buf); err != nil || string(buf[:n]) != "more" {
+		t.Fatalf("b read %q, %v", buf[:n], err)
+	}
+	if fl, _ := unix.FcntlInt(uintptr(nb), unix.F_GETFL, 0); fl&unix.O_NONBLOCK == 0 {
+		t.Fatal("b lost O_NONBLOCK")
+	}
+}
+
+// TestUnixRefusals: a descriptor in flight, and a connection to a named
+// listener, are refused.
+func TestUnixRefusals(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if err := unix.Sendmsg(fds[0], []byte("fd"), unix.UnixRights(0), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InspectUnix(fds[1], inode(t, fds[1])); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("descriptor in flight: %v", err)
+	}
+
+	path := t.TempDir() + "/l.sock"
+	l := listener(t, unix.AF_UNIX, &unix.SockaddrUnix{Name: path})
+	defer unix.Close(l)
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(c)
+	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InspectUnix(c, inode(t, c)); !errors.Is(err, errUnixNamed) {
+		t.Fatalf("connection to a named socket: %v", err)
+	}
+}
