@@ -366,7 +366,7 @@ func (t *fileTable) checkUnixPairs(p *Process) error {
 	}
 	for _, fd := range p.FDs {
 		f := t.files[fd.File]
-		if f.Kind == FileUnixPair && !ends[f.Unix.Peer] {
+		if f.Kind == FileUnixPair && f.Unix.Peer != 0 && !ends[f.Unix.Peer] {
 			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
 				Err: fmt.Errorf("connected to a socket outside the checkpoint: %w", ErrUnsupported)}
 		}

@@ -111,6 +111,9 @@ func (sh *shared) unixEnd(f File) (int, error) {
 	if f.Unix == nil {
 		return -1, fmt.Errorf("unix socket without state: %w", image.ErrCorrupt)
 	}
+	if f.Unix.Peer == 0 {
+		return sock.CreateUnixOrphan(f.Unix, f.Flags)
+	}
 	if fd, ok := sh.unixPending[f.Unix.Ino]; ok {
 		delete(sh.unixPending, f.Unix.Ino)
 		return fd, nil

@@ -15,7 +15,7 @@ import (
 type UnixConn struct {
 	Type int    `json:"type"` // SOCK_STREAM, SOCK_SEQPACKET, SOCK_DGRAM
 	Ino  uint64 `json:"ino"`  // this end's inode, at the dump
-	Peer uint64 `json:"peer"` // the other end's inode
+	Peer uint64 `json:"peer"` // the other end's inode; 0 when it was closed
 	// Queue is what this end has received and not read yet (stream
 	// sockets): restore sends it through the other end.
 	Queue []byte `json:"queue,omitempty"`
@@ -47,10 +47,8 @@ func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Peer 0: the other end was closed (this one reads the rest, then EOF).
 	c := &UnixConn{Type: typ, Ino: ino, Peer: d.peer, Shutdown: d.shutdown}
-	if d.peer == 0 {
-		return nil, fmt.Errorf("unix socket without a peer: %w", ErrUnsupported)
-	}
 	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 	if err != nil {
 		return nil, fmt.Errorf("SIOCINQ: %w", err)
@@ -124,6 +122,25 @@ func CreateUnixPair(a, b *UnixConn, flagsA, flagsB int) (fa, fb int, err error) 
 		}
 	}
 	return fa, fb, nil
+}
+
+// CreateUnixOrphan makes an end whose peer was closed: a pair whose other
+// end sends c's queue and is closed at once.
+func CreateUnixOrphan(c *UnixConn, flags int) (int, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, c.Type|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("socketpair: %w", err)
+	}
+	err = sendAll(fds[1], c.Queue)
+	unix.Close(fds[1])
+	if err == nil && flags&unix.O_NONBLOCK != 0 {
+		err = unix.SetNonblock(fds[0], true)
+	}
+	if err != nil {
+		unix.Close(fds[0])
+		return -1, err
+	}
+	return fds[0], nil
 }
 
 func sendAll(fd int, data []byte) error {

@@ -122,3 +122,40 @@ func TestUnixRefusals(t *testing.T) {
 		t.Fatalf("connection to a named socket: %v", err)
 	}
 }
+
+// TestUnixOrphan: an end whose peer was closed keeps its unread bytes,
+// then reads EOF, and writing to it fails.
+func TestUnixOrphan(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	if _, err := unix.Write(fds[1], []byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(fds[1])
+	c, err := InspectUnix(fds[0], inode(t, fds[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Peer != 0 || string(c.Queue) != "last words" {
+		t.Fatalf("orphan end %+v", c)
+	}
+	nfd, err := CreateUnixOrphan(c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "orphan")
+	defer f.Close()
+	buf := make([]byte, 32)
+	if n, err := f.Read(buf); err != nil || string(buf[:n]) != "last words" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if n, err := f.Read(buf); n != 0 || err == nil {
+		t.Fatalf("after the queue: %d bytes, %v; want EOF", n, err)
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, unix.EPIPE) {
+		t.Fatalf("write to an orphan end: %v, want EPIPE", err)
+	}
+}
