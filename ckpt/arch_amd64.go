@@ -51,3 +51,24 @@ func xsaveInfo(x []byte) (xcr0 uint64, size int) {
 
 // regsSP returns the stack pointer.
 func regsSP(r *unix.PtraceRegs) uint64 { return r.Rsp }
+
+// initLoop is the whole program of the init of a PID namespace made by
+// restore --pidns, run from the restore code page: reap every child
+// (wait4(-1, NULL, __WALL, NULL)) until there are none (-ECHILD), then
+// exit_group(0). No stack, no memory of its own.
+var initLoop = []byte{
+	0xb8, 0x3d, 0x00, 0x00, 0x00, // mov eax, 61 (wait4)
+	0x48, 0xc7, 0xc7, 0xff, 0xff, 0xff, 0xff, // mov rdi, -1
+	0x31, 0xf6, // xor esi, esi
+	0xba, 0x00, 0x00, 0x00, 0x40, // mov edx, __WALL
+	0x45, 0x31, 0xd2, // xor r10d, r10d
+	0x0f, 0x05, // syscall
+	0x48, 0x83, 0xf8, 0xf6, // cmp rax, -ECHILD
+	0x75, 0xe2, // jne loop
+	0xb8, 0xe7, 0x00, 0x00, 0x00, // mov eax, 231 (exit_group)
+	0x31, 0xff, // xor edi, edi
+	0x0f, 0x05, // syscall
+}
+
+// setPC points a stopped task at addr.
+func setPC(regs *unix.PtraceRegs, addr uint64) { regs.Rip = addr }

@@ -46,11 +46,15 @@ func (p *Progress) add(n int64) {
 
 // DumpOptions tune Dump.
 type DumpOptions struct {
-	LeaveRunning bool      // resume the process after the image is written
-	ShellJob     bool      // accept terminal descriptors (restored on the restorer's terminal)
-	Progress     *Progress // may be nil
-	Producer     string    // version string stored in the image header
-	Proc         proc.FS   // zero: the real /proc
+	LeaveRunning bool // resume the process after the image is written
+	ShellJob     bool // accept terminal descriptors (restored on the restorer's terminal)
+	// UnixDisconnect keeps unix connections to sockets outside the tree
+	// (journald, D-Bus) as ends whose peer is gone: after a restore the
+	// program reads what was queued, then EOF, and may reconnect.
+	UnixDisconnect bool
+	Progress       *Progress // may be nil
+	Producer       string    // version string stored in the image header
+	Proc           proc.FS   // zero: the real /proc
 	// Frozen, if set, runs once the tree is frozen and its state collected,
 	// before memory is written (a migration's post-dump hook). An error
 	// rolls the dump back.
@@ -250,7 +254,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		if err := t.files.checkPipes(&cp.Processes[i]); err != nil {
 			return nil, err
 		}
-		if err := t.files.checkUnixPairs(&cp.Processes[i]); err != nil {
+		if err := t.files.checkUnixPairs(&cp.Processes[i], t.procs[0].opts.UnixDisconnect); err != nil {
 			return nil, err
 		}
 	}
@@ -395,7 +399,7 @@ func (d *dumper) precheck() error {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)
 		theirs, err2 := d.fs.Readlink(d.pid, "ns/"+ns)
 		if err1 == nil && err2 == nil && mine != theirs {
-			return &ProcessError{PID: d.pid, Err: fmt.Errorf("runs in another %s namespace (%s): %w", ns, theirs, ErrUnsupported)}
+			return &ProcessError{PID: d.pid, Err: fmt.Errorf("runs in another %s namespace (%s) than relocate; run relocate inside it (nsenter -t %d -a): %w", ns, theirs, d.pid, ErrUnsupported)}
 		}
 	}
 	return nil

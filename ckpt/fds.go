@@ -297,7 +297,7 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 		}
 		if sock.Kind(dup) == "unix" {
 			if _, perr := unix.Getpeername(dup); perr == nil {
-				c, err := sock.InspectUnix(dup, st.Ino)
+				c, err := sock.InspectUnix(dup, st.Ino, d.opts.UnixDisconnect)
 				unix.Close(dup)
 				if err != nil {
 					return fail(link+" (unix)", err)
@@ -357,7 +357,8 @@ func (t *fileTable) checkPipes(p *Process) error {
 // checkUnixPairs refuses a connected unix socket whose other end is not
 // in the checkpoint (a connection to a daemon, say): it would come back
 // talking to nobody.
-func (t *fileTable) checkUnixPairs(p *Process) error {
+// With disconnect it is kept as an end whose peer is gone instead.
+func (t *fileTable) checkUnixPairs(p *Process, disconnect bool) error {
 	ends := map[uint64]bool{}
 	for _, f := range t.files {
 		if f.Kind == FileUnixPair {
@@ -366,10 +367,15 @@ func (t *fileTable) checkUnixPairs(p *Process) error {
 	}
 	for _, fd := range p.FDs {
 		f := t.files[fd.File]
-		if f.Kind == FileUnixPair && f.Unix.Peer != 0 && !ends[f.Unix.Peer] {
-			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
-				Err: fmt.Errorf("connected to a socket outside the checkpoint: %w", ErrUnsupported)}
+		if f.Kind != FileUnixPair || f.Unix.Peer == 0 || ends[f.Unix.Peer] {
+			continue
 		}
+		if disconnect {
+			f.Unix.Peer = 0 // f.Unix is shared with t.files
+			continue
+		}
+		return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
+			Err: fmt.Errorf("connected to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", ErrUnsupported)}
 	}
 	return nil
 }

@@ -24,6 +24,11 @@ import (
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	Progress *Progress
+	// PIDNS restores into a new PID namespace, where the processes keep
+	// their PIDs whatever holds those PIDs here; the namespace's init is a
+	// few instructions that reap. RestoreResult.PID is the root's PID as
+	// seen from outside.
+	PIDNS bool
 	// TCPClose resets the image's established TCP connections instead of
 	// resuming them (a checkpoint restored long after): the peer gets a
 	// reset, the process ECONNRESET on its next use. Listeners come back.
@@ -140,7 +145,7 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]
-		if err := precheckRestore(p); err != nil {
+		if err := precheckRestore(p, !opts.PIDNS); err != nil {
 			return nil, err
 		}
 		rs := &restorer{shared: sh, p: p}
@@ -162,7 +167,7 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 	if err != nil {
 		return nil, err
 	}
-	res := &RestoreResult{PID: cp.Root, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
+	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
 		Pages: sh.pages, Duration: time.Since(start)}
 	if opts.Confirm != nil {
 		if err := opts.Confirm(res); err != nil {
@@ -187,8 +192,11 @@ func checkHeader(h image.Header) error {
 
 // precheckRestore refuses what would fail half-way: a PID in use, files
 // that are gone or changed.
-func precheckRestore(p *Process) error {
+func precheckRestore(p *Process, pidsHere bool) error {
 	tids := []int{p.PID}
+	if !pidsHere {
+		tids = nil // a new PID namespace has them all free
+	}
 	for _, t := range p.Threads[min(1, len(p.Threads)):] {
 		tids = append(tids, t.TID)
 	}
@@ -276,12 +284,15 @@ type shared struct {
 	pidfds []int
 	// the second end of each socketpair made, by its inode in the image
 	unixPending map[uint64]int
+	// the init of the new PID namespace (PIDNS), relocate's child
+	init *remote
 }
 
 // restorer rebuilds one process.
 type restorer struct {
 	*shared
 	p       *Process
+	host    int // the process's PID seen from relocate (differs with --pidns)
 	leader  *remote
 	threads []*remote
 	pidfd   int // a pidfd of relocate inside the process, to pull files with
@@ -309,6 +320,9 @@ func (sh *shared) abort() {
 	}
 	if sh.stub != nil {
 		sh.stub.kill()
+	}
+	if sh.init != nil {
+		sh.init.killInit()
 	}
 	_ = sh.unlockOwn()
 }
@@ -357,6 +371,11 @@ func (sh *shared) run(ctx context.Context) error {
 	// before any memory is mapped, so a child copies almost nothing.
 	for _, rs := range sh.order {
 		if err := rs.create(used); err != nil {
+			return err
+		}
+	}
+	if sh.init != nil {
+		if err := sh.init.runInit(); err != nil {
 			return err
 		}
 	}
@@ -428,7 +447,15 @@ func (rs *restorer) create(used []mem.Range) error {
 				return err
 			}
 		}
-		if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
+		if rs.opts.PIDNS {
+			// The root's parent is the namespace's init, relocate's child.
+			if rs.init, err = rs.stub.startInit(); err != nil {
+				return fmt.Errorf("new PID namespace: %w", err)
+			}
+			if rs.leader, err = rs.init.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
+				return &ProcessError{PID: p.PID, Err: err}
+			}
+		} else if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
 			return &ProcessError{PID: p.PID, Err: err}
 		}
 	} else {
@@ -444,12 +471,13 @@ func (rs *restorer) create(used []mem.Range) error {
 		}
 	}
 	L := rs.leader
+	rs.host = L.pid
 	rs.threads = []*remote{L}
 	if err := ptrace.SetSigMask(L.tid, ^uint64(0)); err != nil {
 		return err
 	}
 	// The stub's stdio, inherited: the process gets its own descriptors later.
-	if _, err := L.call(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
+	if err := keepOnlyPidfd(L); err != nil {
 		return err
 	}
 	if err := rs.setSession(); err != nil {
@@ -467,12 +495,18 @@ func (rs *restorer) create(used []mem.Range) error {
 			return err
 		}
 	}
-	pidfd, err := L.call(unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-	if err != nil {
+	rs.pidfd = stubPidfd
+	return nil
+}
+
+// keepOnlyPidfd closes every descriptor of a new task but the pidfd of
+// relocate it inherited from the stub (the stub's /dev/null stdio goes).
+func keepOnlyPidfd(L *remote) error {
+	if _, err := L.call(unix.SYS_CLOSE_RANGE, 0, stubPidfd-1, 0); err != nil {
 		return err
 	}
-	rs.pidfd = int(pidfd)
-	return nil
+	_, err := L.call(unix.SYS_CLOSE_RANGE, stubPidfd+1, ^uint64(0)>>1, 0)
+	return err
 }
 
 // createZombie clones the child from its restored parent and has it end
@@ -692,7 +726,7 @@ func (sh *shared) stream(ctx context.Context) error {
 			if rs == nil || !rs.inFilled(pg.Addr, end) {
 				return fmt.Errorf("image: pages at %#x-%#x of pid %d lie outside the saved mappings: %w", pg.Addr, end, pg.PID, image.ErrCorrupt)
 			}
-			if err := mem.WriteRuns(pg.PID, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
+			if err := mem.WriteRuns(rs.host, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
 				return err
 			}
 			sh.pages += int64(len(pg.Data) / mem.PageSize)
@@ -780,7 +814,7 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 // from and catches the fault with only SIGSEGV unblocked, which keeps a
 // handler but not an ignored SIGSEGV.
 func (rs *restorer) unmapCode(L *remote) error {
-	ip, ok, err := vdsoSyscall(rs.p.PID, rs.p.VMAs)
+	ip, ok, err := vdsoSyscall(rs.host, rs.p.VMAs)
 	if err != nil {
 		return err
 	}
@@ -837,7 +871,7 @@ func (sh *shared) resume() error {
 	}
 	if sh.opts.Confirm != nil {
 		for _, rs := range sh.order {
-			fd, err := unix.PidfdOpen(rs.p.PID, 0)
+			fd, err := unix.PidfdOpen(rs.host, 0)
 			if err != nil {
 				return err
 			}

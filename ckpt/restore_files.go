@@ -423,8 +423,9 @@ func (sh *shared) fillPipe(w int, f File) error {
 // installFiles gives the process its descriptors at their numbers.
 func (rs *restorer) installFiles(L *remote, pidfd int) error {
 	local := rs.local
-	// Park the pidfd above every descriptor number the process uses.
-	park := uint64(3)
+	// Park the pidfd above every descriptor number the process uses (and
+	// above where it is now: dup3 onto itself fails).
+	park := uint64(pidfd + 1)
 	for _, fd := range rs.p.FDs {
 		park = max(park, uint64(fd.FD)+1)
 	}
@@ -435,7 +436,7 @@ func (rs *restorer) installFiles(L *remote, pidfd int) error {
 		}
 	}
 	// Room for every number while installing; the real limits come later.
-	if err := unix.Prlimit(rs.p.PID, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: nofile, Max: nofile}, nil); err != nil {
+	if err := unix.Prlimit(rs.host, unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: nofile, Max: nofile}, nil); err != nil {
 		return fmt.Errorf("raise RLIMIT_NOFILE: %w", err)
 	}
 	if _, err := L.call(unix.SYS_DUP3, uint64(pidfd), park, unix.O_CLOEXEC); err != nil {

@@ -90,9 +90,14 @@ func (sh *shared) killRestored() error {
 			errs = append(errs, err)
 		}
 	}
-	// The root is our child (CLONE_PARENT): reap it, then wait for the rest.
-	var ws unix.WaitStatus
-	_, _ = unix.Wait4(sh.cp.Root, &ws, unix.WALL, nil)
+	// The root is our child (CLONE_PARENT), or the namespace's init is:
+	// reap it, then wait for the rest.
+	if sh.init != nil {
+		sh.init.killInit()
+	} else {
+		var ws unix.WaitStatus
+		_, _ = unix.Wait4(sh.procs[sh.cp.Root].host, &ws, unix.WALL, nil)
+	}
 	for _, fd := range sh.pidfds {
 		// A pidfd turns readable when its process has exited.
 		_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 5000)

@@ -148,7 +148,7 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			}
 		}
 	}
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.PID), []byte(strconv.Itoa(p.OOMScoreAdj)), 0); err != nil {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/oom_score_adj", rs.host), []byte(strconv.Itoa(p.OOMScoreAdj)), 0); err != nil {
 		return err
 	}
 	return nil

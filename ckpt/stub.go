@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -27,6 +29,10 @@ const (
 	restoreOpts = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
 		unix.PTRACE_O_EXITKILL
 )
+
+// stubPidfd is where the stub and the tasks made from it hold a pidfd of
+// relocate.
+const stubPidfd = 3
 
 // remote is a stopped task that runs syscalls from the code page.
 type remote struct {
@@ -63,8 +69,16 @@ func startStub(code uint64) (*remote, error) {
 		return nil, err
 	}
 	defer devnull.Close()
+	// A pidfd of relocate at stubPidfd, inherited by every task made from
+	// the stub: they pull relocate's descriptors with pidfd_getfd, even
+	// from a new PID namespace where relocate's PID means nothing.
+	self, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(self)
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{"relocate-restore-stub"}, &syscall.ProcAttr{
-		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd()},
+		Files: []uintptr{devnull.Fd(), devnull.Fd(), devnull.Fd(), uintptr(self)},
 		Sys:   &syscall.SysProcAttr{Ptrace: true, Setpgid: true},
 	})
 	if err != nil {
@@ -318,10 +332,66 @@ func (r *remote) clone(flags, exitSignal uint64, want int) (*remote, error) {
 	if _, err := ptrace.WaitStop(child.tid); err != nil {
 		return nil, err
 	}
-	if child.tid != want {
-		return nil, fmt.Errorf("clone3 gave tid %d, wanted %d", child.tid, want)
+	// In the child's own PID namespace it has the wanted ID; seen from
+	// here (restore --pidns) it may have another.
+	if got := innerPID(child.tid); got != want {
+		return nil, fmt.Errorf("clone3 gave tid %d, wanted %d", got, want)
 	}
 	return child, nil
+}
+
+// innerPID is tid's ID in its innermost PID namespace (NSpid's last
+// field), or tid when that cannot be read.
+func innerPID(tid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+			if n, err := strconv.Atoi(f[len(f)-1]); err == nil {
+				return n
+			}
+		}
+	}
+	return tid
+}
+
+// startInit makes the init of a new PID namespace (restore --pidns): a
+// child of relocate cloned from the stub with CLONE_NEWPID, so PID 1
+// there, which the tree's root is then cloned from. It stays stopped
+// until runInit.
+func (st *remote) startInit() (*remote, error) {
+	return st.clone(unix.CLONE_NEWPID|unix.CLONE_PARENT, 0, 1)
+}
+
+// killInit ends the namespace's init, and with it whatever runs in its
+// namespace, and reaps it (relocate's child, traced or not).
+func (r *remote) killInit() {
+	_ = unix.Kill(r.tid, unix.SIGKILL)
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(r.tid, &ws, unix.WALL, nil)
+}
+
+// runInit lets the namespace's init go: it runs initLoop from the code
+// page, reaping, until its namespace has no process left.
+func (r *remote) runInit() error {
+	if _, err := r.call(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
+		return err
+	}
+	addr, err := r.poke(1024, initLoop)
+	if err != nil {
+		return err
+	}
+	regs, err := ptrace.GetRegs(r.tid)
+	if err != nil {
+		return err
+	}
+	setPC(&regs, addr)
+	if err := ptrace.SetRegs(r.tid, &regs); err != nil {
+		return err
+	}
+	return ptrace.Detach(r.tid, 0)
 }
 
 // enterTimeNS gives the stub's future children a new time namespace whose

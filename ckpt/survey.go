@@ -152,8 +152,9 @@ func peekEstablishedTCP(pid, fd int) bool {
 }
 
 // Check lists, one line each, why this machine cannot restore the
-// surveyed tree; nil means it can. It changes nothing.
-func (s *Survey) Check() []string {
+// surveyed tree; nil means it can. It changes nothing. With pidns the
+// tree would get a PID namespace of its own: taken PIDs do not matter.
+func (s *Survey) Check(pidns bool) []string {
 	var problems []string
 	if s.Arch != archName {
 		return []string{fmt.Sprintf("the process is %s, this machine is %s", s.Arch, archName)}
@@ -179,6 +180,9 @@ func (s *Survey) Check() []string {
 	}
 	var taken []string
 	for _, id := range s.IDs {
+		if pidns {
+			break
+		}
 		if err := unix.Kill(id, 0); err == nil || errors.Is(err, unix.EPERM) {
 			taken = append(taken, fmt.Sprintf("%d (%s)", id, pidHolder(id)))
 		}

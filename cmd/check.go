@@ -12,14 +12,16 @@ import (
 )
 
 type checkOptions struct {
-	json bool
-	pid  int
-	ssh  sshOptions
+	json  bool
+	pid   int
+	pidns bool
+	ssh   sshOptions
 }
 
 func (o *checkOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print the result as JSON")
 	c.Flags().IntVar(&o.pid, "pid", 0, "with a host: check that it can take this `PID`'s tree (free PIDs, same files...)")
+	c.Flags().BoolVar(&o.pidns, "pidns", false, "with a host and --pid: as a migration with --pidns would (taken PIDs do not matter)")
 	o.ssh.AddFlags(c)
 }
 

@@ -16,16 +16,18 @@ import (
 )
 
 type dumpOptions struct {
-	output       string
-	leaveRunning bool
-	shellJob     bool
-	json         bool
+	output         string
+	leaveRunning   bool
+	shellJob       bool
+	unixDisconnect bool
+	json           bool
 }
 
 func (o *dumpOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.output, "output", "o", "", "write the image to `FILE` (- for stdout)")
 	c.Flags().BoolVar(&o.leaveRunning, "leave-running", false, "resume the process after the dump instead of killing it")
 	c.Flags().BoolVar(&o.shellJob, "shell-job", false, "accept terminal descriptors (a job started from a shell); restore attaches them to its own terminal")
+	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they come back closed (queued bytes, then EOF) and the program may reconnect")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary (on stderr when the image goes to stdout)")
 	_ = c.MarkFlagRequired("output")
 }
@@ -80,7 +82,8 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
-		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, Progress: p, Producer: "relocate " + version()})
+		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
+		Producer: "relocate " + version()})
 	stop()
 	if err != nil {
 		return err

@@ -41,16 +41,20 @@ func (o *sshOptions) options() transfer.SSHOptions {
 }
 
 type migrateOptions struct {
-	ssh      sshOptions
-	hooks    []string
-	noTimeNS bool
-	json     bool
+	ssh            sshOptions
+	hooks          []string
+	noTimeNS       bool
+	pidns          bool
+	unixDisconnect bool
+	json           bool
 }
 
 func (o *migrateOptions) AddFlags(c *cobra.Command) {
 	o.ssh.AddFlags(c)
 	c.Flags().StringArrayVar(&o.hooks, "hook", nil, "run `NAME=CMD` at a step of the migration: post-dump (source), pre-restore, post-restore (target), rollback (source); repeatable")
 	c.Flags().BoolVar(&o.noTimeNS, "no-timens", false, "let the restored processes see the target's monotonic clock instead of continuing their own")
+	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they arrive closed (queued bytes, then EOF)")
+	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore on the target in a new PID namespace, where the processes keep their PIDs even if those are taken there")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary on stdout")
 }
 
@@ -107,7 +111,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
-		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, Progress: p,
+		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	stop()
 	if err != nil {
@@ -124,8 +128,12 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 		if res.FrozenMS > 0 {
 			rate = fmt.Sprintf(" (%s/s while frozen)", bytesIEC(res.BytesRaw*1000/res.FrozenMS))
 		}
-		fmt.Fprintf(c.ErrOrStderr(), "relocate: migrated pid %d (%s, %s) to %s: frozen %s, total %s; %s of memory, %s sent%s\n",
-			res.PID, plural(res.Processes, "process"), plural(res.Threads, "thread"), res.Dest,
+		there := ""
+		if res.TargetPID != res.PID {
+			there = fmt.Sprintf(", pid %d there", res.TargetPID)
+		}
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: migrated pid %d (%s, %s) to %s%s: frozen %s, total %s; %s of memory, %s sent%s\n",
+			res.PID, plural(res.Processes, "process"), plural(res.Threads, "thread"), res.Dest, there,
 			seconds(res.FrozenMS), seconds(res.TotalMS), bytesIEC(res.BytesRaw), bytesIEC(res.BytesSent), rate)
 	}
 	return nil
@@ -191,7 +199,7 @@ type silentError struct{ error }
 
 func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 	ctx := c.Context()
-	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(),
+	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(), PIDNS: o.pidns,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	if err != nil {
 		return err

@@ -16,11 +16,13 @@ type restoreOptions struct {
 	json     bool
 	tcpClose bool
 	timeNS   bool
+	pidns    bool
 }
 
 func (o *restoreOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary instead of the PID")
 	c.Flags().BoolVar(&o.tcpClose, "tcp-close", false, "reset established TCP connections instead of resuming them (the peer gets a reset, the process ECONNRESET); listeners come back")
+	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore in a new PID namespace where the processes keep their PIDs even if those are taken here; prints the root's PID as seen from here")
 	c.Flags().BoolVar(&o.timeNS, "timens", false, "restore in a new time namespace whose monotonic and boot clocks continue from the checkpoint")
 }
 
@@ -66,7 +68,7 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS})
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns})
 	stop()
 	if err != nil {
 		return err

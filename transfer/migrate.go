@@ -20,8 +20,12 @@ type MigrateOptions struct {
 	SSH      SSHOptions
 	Hooks    map[string]string // by hook name (HookPostDump, ...)
 	NoTimeNS bool              // restore in the target's own clocks
-	Progress *ckpt.Progress    // may be nil
-	Producer string            // version string for the image header
+	PIDNS    bool              // restore in a new PID namespace on the target
+	// UnixDisconnect: unix connections to sockets outside the tree arrive
+	// closed (see ckpt.DumpOptions).
+	UnixDisconnect bool
+	Progress       *ckpt.Progress // may be nil
+	Producer       string         // version string for the image header
 	// Stderr receives what the target and the hooks print for a human.
 	Stderr io.Writer
 }
@@ -29,6 +33,7 @@ type MigrateOptions struct {
 // MigrateResult summarises a migration.
 type MigrateResult struct {
 	PID         int    `json:"pid"`
+	TargetPID   int    `json:"target_pid"` // the root's PID as the target sees it (differs with --pidns)
 	Dest        string `json:"dest"`
 	Processes   int    `json:"processes"`
 	Threads     int    `json:"threads"`
@@ -246,7 +251,7 @@ func Check(ctx context.Context, pid int, dest string, o MigrateOptions) (problem
 	defer s.close()
 	source, _ := os.Hostname()
 	problems, err = s.handshake(ctx, &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source,
-		Survey: survey, CheckOnly: true, TimeNS: !o.NoTimeNS})
+		Survey: survey, CheckOnly: true, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS})
 	_ = s.stdin.Close()
 	return problems, err
 }
@@ -272,7 +277,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	}
 	defer s.close()
 	source, _ := os.Hostname()
-	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS,
+	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
 		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPostRestore: o.Hooks[HookPostRestore]}}
 	problems, err := s.handshake(ctx, h)
 	if err != nil {
@@ -287,9 +292,10 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	var cp *ckpt.Checkpoint
 	var running message
 	dopts := ckpt.DumpOptions{
-		Progress: o.Progress,
-		Producer: o.Producer,
-		Unlock:   true,
+		UnixDisconnect: o.UnixDisconnect,
+		Progress:       o.Progress,
+		Producer:       o.Producer,
+		Unlock:         true,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
@@ -319,7 +325,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	}
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
-	res.RestoreMS, res.TimeNS = running.RestoreMS, running.TimeNSUsed
+	res.RestoreMS, res.TimeNS, res.TargetPID = running.RestoreMS, running.TimeNSUsed, running.PID
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true

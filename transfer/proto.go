@@ -53,6 +53,7 @@ type hello struct {
 	Survey    *ckpt.Survey `json:"survey"`
 	CheckOnly bool         `json:"check_only,omitempty"`
 	TimeNS    bool         `json:"timens"`
+	PIDNS     bool         `json:"pidns,omitempty"`
 	// Hooks that run on the target: "pre-restore", "post-restore".
 	Hooks map[string]string `json:"hooks,omitempty"`
 }

@@ -42,7 +42,7 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	if h.Protocol != ProtocolVersion {
 		return fail(fmt.Errorf("protocol %d here, %d at the source: use the same relocate on both sides", ProtocolVersion, h.Protocol))
 	}
-	problems := h.Survey.Check()
+	problems := h.Survey.Check(h.PIDNS)
 	if h.TimeNS {
 		if _, err := os.Stat("/proc/self/ns/time"); err != nil {
 			problems = append(problems, "this kernel has no time namespaces (use --no-timens)")
@@ -59,6 +59,7 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	var cp *ckpt.Checkpoint
 	opts := ckpt.RestoreOptions{
 		TimeNS: h.TimeNS,
+		PIDNS:  h.PIDNS,
 		BeforeNet: func(c *ckpt.Checkpoint) error {
 			cp = c
 			return runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], hookEnv(HookPreRestore, c, h.Source, target), errw)
