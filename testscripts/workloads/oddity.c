@@ -1,10 +1,13 @@
 /* oddity: holds one kind of kernel object relocate does not carry, named
  * by argv[2]: sysvshm (shmget+shmat), sysvsem, mqueue (a POSIX message
- * queue), pidfd, fanotify, userfaultfd, iouring. Its check only wants a
+ * queue), pidfd, fanotify, userfaultfd, iouring, perf (a software
+ * perf_event), bpf (a BPF array map). Its check only wants a
  * counter that moves: a refused dump must leave it running untouched. */
 #include "proto.h"
 #include <fcntl.h>
+#include <linux/bpf.h>
 #include <linux/io_uring.h>
+#include <linux/perf_event.h>
 #include <mqueue.h>
 #include <sys/fanotify.h>
 #include <sys/ipc.h>
@@ -63,6 +66,13 @@ int main(int argc, char **argv) {
 	} else if (!strcmp(kind, "iouring")) {
 		struct io_uring_params p = {0};
 		fd = syscall(SYS_io_uring_setup, 4, &p);
+	} else if (!strcmp(kind, "perf")) {
+		struct perf_event_attr a = {.type = PERF_TYPE_SOFTWARE, .size = sizeof a,
+			.config = PERF_COUNT_SW_TASK_CLOCK, .exclude_kernel = 1};
+		fd = syscall(SYS_perf_event_open, &a, 0, -1, -1, 0);
+	} else if (!strcmp(kind, "bpf")) {
+		union bpf_attr a = {.map_type = BPF_MAP_TYPE_ARRAY, .key_size = 4, .value_size = 8, .max_entries = 4};
+		fd = syscall(SYS_bpf, BPF_MAP_CREATE, &a, sizeof a);
 	} else {
 		fprintf(stderr, "oddity: unknown kind %s\n", kind);
 		return 2;
