@@ -19,17 +19,22 @@ type UnixConn struct {
 	// Queue is what this end has received and not read yet (stream
 	// sockets): restore sends it through the other end.
 	Queue []byte `json:"queue,omitempty"`
+	// Msgs are the messages queued on a datagram or seqpacket end, in
+	// order, sent again through the other end at restore.
+	Msgs [][]byte `json:"msgs,omitempty"`
 	// Shutdown is the RCV_SHUTDOWN|SEND_SHUTDOWN bits (1, 2) of this end.
 	Shutdown int `json:"shutdown,omitempty"`
 }
 
 // errUnixNamed: connections made with connect(2) to a named socket carry
 // addresses that a socketpair cannot give back.
-var errUnixNamed = fmt.Errorf("a unix connection to a named socket (socketpairs are carried): %w", ErrUnsupported)
+var errUnixNamed = fmt.Errorf("a unix connection to a named socket (--unix-disconnect brings it back closed): %w", ErrUnsupported)
 
 // InspectUnix reads a connected unix socket. fd is a duplicate of the
-// process's descriptor; ino is its inode.
-func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
+// process's descriptor; ino is its inode. A connection to a named socket
+// is refused unless disconnect: then it is recorded as an end whose peer
+// is gone (Peer 0), which is how it comes back.
+func InspectUnix(fd int, ino uint64, disconnect bool) (*UnixConn, error) {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
 		return nil, err
@@ -37,10 +42,10 @@ func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
 	// x/sys reports an unnamed socket as "@" (its empty path read as an
 	// abstract name).
 	named := func(sa unix.Sockaddr) bool { a := addrString(sa); return a != "" && a != "@" }
-	if sa, err := unix.Getsockname(fd); err == nil && named(sa) {
-		return nil, errUnixNamed
-	}
-	if sa, err := unix.Getpeername(fd); err == nil && named(sa) {
+	sn, serr := unix.Getsockname(fd)
+	pn, perr := unix.Getpeername(fd)
+	isNamed := (serr == nil && named(sn)) || (perr == nil && named(pn))
+	if isNamed && !disconnect {
 		return nil, errUnixNamed
 	}
 	d, err := unixDiag(ino)
@@ -49,6 +54,15 @@ func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
 	}
 	// Peer 0: the other end was closed (this one reads the rest, then EOF).
 	c := &UnixConn{Type: typ, Ino: ino, Peer: d.peer, Shutdown: d.shutdown}
+	if isNamed {
+		c.Peer = 0
+	}
+	if typ != unix.SOCK_STREAM {
+		if c.Msgs, err = peekMessages(fd); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	n, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 	if err != nil {
 		return nil, fmt.Errorf("SIOCINQ: %w", err)
@@ -56,13 +70,68 @@ func InspectUnix(fd int, ino uint64) (*UnixConn, error) {
 	if n == 0 {
 		return c, nil
 	}
-	if typ != unix.SOCK_STREAM {
-		return nil, fmt.Errorf("messages queued on a unix datagram or seqpacket socket: %w", ErrUnsupported)
-	}
 	if c.Queue, err = peekUnix(fd, n); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// maxUnixMessage bounds one queued datagram (the default send buffer is
+// about 208 KiB).
+const maxUnixMessage = 1 << 20
+
+// peekMessages copies the queued messages of a datagram or seqpacket end
+// without consuming them: with SO_PEEK_OFF each peek moves on to the next
+// message. The socket's own peek offset is put back.
+func peekMessages(fd int) ([][]byte, error) {
+	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
+	if err != nil {
+		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
+		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
+	}
+	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
+	var msgs [][]byte
+	buf := make([]byte, maxUnixMessage)
+	oob := make([]byte, unix.CmsgSpace(4*64))
+	for {
+		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if errors.Is(err, unix.EAGAIN) {
+			return msgs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("peek queued messages: %w", err)
+		}
+		if err := refuseRights(oob[:oobn]); err != nil {
+			return nil, err
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			return nil, fmt.Errorf("a queued message over %d bytes: %w", maxUnixMessage, ErrUnsupported)
+		}
+		msgs = append(msgs, append([]byte(nil), buf[:n]...))
+	}
+}
+
+// refuseRights fails on descriptors in flight (SCM_RIGHTS), closing the
+// copies a peek installed here.
+func refuseRights(oob []byte) error {
+	if len(oob) == 0 {
+		return nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil
+	}
+	for _, m := range msgs {
+		if fds, err := unix.ParseUnixRights(&m); err == nil {
+			for _, f := range fds {
+				unix.Close(f)
+			}
+			return fmt.Errorf("descriptors in flight (SCM_RIGHTS): %w", ErrUnsupported)
+		}
+	}
+	return nil
 }
 
 // peekUnix copies the n queued bytes without consuming them. Descriptors
@@ -74,17 +143,8 @@ func peekUnix(fd, n int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peek queued bytes: %w", err)
 	}
-	if oobn > 0 {
-		if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
-			for _, m := range msgs {
-				if fds, err := unix.ParseUnixRights(&m); err == nil {
-					for _, f := range fds {
-						unix.Close(f)
-					}
-					return nil, fmt.Errorf("descriptors in flight (SCM_RIGHTS): %w", ErrUnsupported)
-				}
-			}
-		}
+	if err := refuseRights(oob[:oobn]); err != nil {
+		return nil, err
 	}
 	if got != n {
 		return nil, fmt.Errorf("peeked %d of %d queued bytes: %w", got, n, ErrUnsupported)
@@ -107,10 +167,10 @@ func CreateUnixPair(a, b *UnixConn, flagsA, flagsB int) (fa, fb int, err error) 
 		return -1, -1, e
 	}
 	// a's queue was sent by b, and the other way round.
-	if err := sendAll(fb, a.Queue); err != nil {
+	if err := errors.Join(sendAll(fb, a.Queue), sendMsgs(fb, a.Msgs)); err != nil {
 		return fail(err)
 	}
-	if err := sendAll(fa, b.Queue); err != nil {
+	if err := errors.Join(sendAll(fa, b.Queue), sendMsgs(fa, b.Msgs)); err != nil {
 		return fail(err)
 	}
 	for _, e := range []struct {
@@ -131,7 +191,7 @@ func CreateUnixOrphan(c *UnixConn, flags int) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("socketpair: %w", err)
 	}
-	err = sendAll(fds[1], c.Queue)
+	err = errors.Join(sendAll(fds[1], c.Queue), sendMsgs(fds[1], c.Msgs))
 	unix.Close(fds[1])
 	if err == nil && flags&unix.O_NONBLOCK != 0 {
 		err = unix.SetNonblock(fds[0], true)
@@ -141,6 +201,16 @@ func CreateUnixOrphan(c *UnixConn, flags int) (int, error) {
 		return -1, err
 	}
 	return fds[0], nil
+}
+
+// sendMsgs sends each message as one datagram, in order.
+func sendMsgs(fd int, msgs [][]byte) error {
+	for _, m := range msgs {
+		if err := unix.Sendmsg(fd, m, nil, nil, unix.MSG_DONTWAIT); err != nil {
+			return fmt.Errorf("requeue a unix message: %w", err)
+		}
+	}
+	return nil
 }
 
 func sendAll(fd int, data []byte) error {

@@ -41,11 +41,11 @@ func TestUnixPairRoundTrip(t *testing.T) {
 	if err := unix.Shutdown(b, unix.SHUT_WR); err != nil {
 		t.Fatal(err)
 	}
-	ca, err := InspectUnix(a, inode(t, a))
+	ca, err := InspectUnix(a, inode(t, a), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cb, err := InspectUnix(b, inode(t, b))
+	cb, err := InspectUnix(b, inode(t, b), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestUnixRefusals(t *testing.T) {
 	if err := unix.Sendmsg(fds[0], []byte("fd"), unix.UnixRights(0), nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InspectUnix(fds[1], inode(t, fds[1])); !errors.Is(err, ErrUnsupported) {
+	if _, err := InspectUnix(fds[1], inode(t, fds[1]), false); !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("descriptor in flight: %v", err)
 	}
 
@@ -118,8 +118,12 @@ func TestUnixRefusals(t *testing.T) {
 	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InspectUnix(c, inode(t, c)); !errors.Is(err, errUnixNamed) {
+	if _, err := InspectUnix(c, inode(t, c), false); !errors.Is(err, errUnixNamed) {
 		t.Fatalf("connection to a named socket: %v", err)
+	}
+	// Opted in: recorded as an end whose peer is gone.
+	if d, err := InspectUnix(c, inode(t, c), true); err != nil || d.Peer != 0 {
+		t.Fatalf("connection to a named socket, disconnected: %+v, %v", d, err)
 	}
 }
 
@@ -135,7 +139,7 @@ func TestUnixOrphan(t *testing.T) {
 		t.Fatal(err)
 	}
 	unix.Close(fds[1])
-	c, err := InspectUnix(fds[0], inode(t, fds[0]))
+	c, err := InspectUnix(fds[0], inode(t, fds[0]), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,5 +161,52 @@ func TestUnixOrphan(t *testing.T) {
 	}
 	if _, err := f.Write([]byte("x")); !errors.Is(err, unix.EPIPE) {
 		t.Fatalf("write to an orphan end: %v, want EPIPE", err)
+	}
+}
+
+// TestUnixMessagesRoundTrip: datagram and seqpacket pairs keep their
+// queued messages, boundaries and order (an empty one included), and the
+// original socket's peek offset is left as it was.
+func TestUnixMessagesRoundTrip(t *testing.T) {
+	for _, typ := range []int{unix.SOCK_DGRAM, unix.SOCK_SEQPACKET} {
+		fds, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"first", "", "third message"}
+		for _, m := range want {
+			if err := unix.Sendmsg(fds[0], []byte(m), nil, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cb, err := InspectUnix(fds[1], inode(t, fds[1]), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if off, _ := unix.GetsockoptInt(fds[1], unix.SOL_SOCKET, unix.SO_PEEK_OFF); off != -1 {
+			t.Errorf("type %d: peek offset left at %d", typ, off)
+		}
+		if len(cb.Msgs) != len(want) {
+			t.Fatalf("type %d: %d messages %q, want %d", typ, len(cb.Msgs), cb.Msgs, len(want))
+		}
+		ca, err := InspectUnix(fds[0], inode(t, fds[0]), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		na, nb, err := CreateUnixPair(ca, cb, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		for _, w := range want {
+			n, err := unix.Read(nb, buf)
+			if err != nil || string(buf[:n]) != w {
+				t.Fatalf("type %d: read %q, %v; want %q", typ, buf[:n], err, w)
+			}
+		}
+		unix.Close(na)
+		unix.Close(nb)
 	}
 }

@@ -2,11 +2,12 @@
  * master and its workers: a stream pair that holds unread bytes in both
  * directions at any checkpoint taken before the first check (each side
  * wrote a greeting the other has not read), and a datagram pair the
- * parent uses to wake the child.
+ * parent uses to wake the child, on which the child's two datagrams wait
+ * unread for the parent.
  *
- * The check (parent): the first time, wake the child with a datagram; the
- * child then reads the parent's greeting and answers; the parent reads
- * the child's greeting and the answer. Every check also does a round trip
+ * The check (parent): the first time, read the child's two datagrams,
+ * wake the child with one; the child then reads the parent's greeting and
+ * answers; the parent reads the child's greeting and the answer. Every check also does a round trip
  * ("ping K" -> "pong K"). With argv[2] = "mute" the child never answers
  * (the control: the check fails). */
 #include "proto.h"
@@ -59,6 +60,17 @@ static void child(int s, int d, int mute) {
 static void check(char *ok, size_t n) {
 	char line[128];
 	if (round_trips == 0) {
+		char dg[64];
+		for (int i = 1; i <= 2; i++) {
+			char want[32];
+			snprintf(want, sizeof want, "datagram-%d", i);
+			ssize_t r = recv(dp, dg, sizeof dg - 1, MSG_DONTWAIT);
+			dg[r < 0 ? 0 : r] = 0;
+			if (strcmp(dg, want)) {
+				fail("the child's %s is lost (got \"%s\")", want, dg);
+				return;
+			}
+		}
 		send(dp, "go", 2, 0);
 		if (readline(sp, line, sizeof line) || strcmp(line, "hello-parent\n")) {
 			fail("the child's greeting is lost (got %s)", line);
@@ -91,6 +103,8 @@ int main(int argc, char **argv) {
 		close(s[0]);
 		close(d[0]);
 		write(s[1], "hello-parent\n", 13);
+		send(d[1], "datagram-1", 10, 0);
+		send(d[1], "datagram-2", 10, 0);
 		child(s[1], d[1], argc > 2 && !strcmp(argv[2], "mute"));
 	}
 	close(s[1]);
