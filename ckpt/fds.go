@@ -67,6 +67,20 @@ func (t *fileTable) shmemObject(pid int, m proc.Mapping) (int, error) {
 	return len(t.files), nil
 }
 
+// memfdSeals reads the seals of a process's memfd through a duplicate.
+func memfdSeals(pidfd, fd int) (int, error) {
+	dup, err := unix.PidfdGetfd(pidfd, fd, 0)
+	if err != nil {
+		return 0, fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	defer unix.Close(dup)
+	seals, err := unix.FcntlInt(uintptr(dup), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return 0, fmt.Errorf("F_GET_SEALS: %w", err)
+	}
+	return seals, nil
+}
+
 // mqueueMagic is the f_type of the POSIX message queue file system.
 const mqueueMagic = 0x19800202
 
@@ -243,6 +257,14 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 			f.Path = strings.TrimSuffix(link, " (deleted)")
 			f.Size = st.Size
 			f.Blob = d.files.newBlob(blobSource{path: procPath})
+			if strings.HasPrefix(f.Path, "/memfd:") {
+				f.Kind = FileMemfd
+				seals, err := memfdSeals(pidfd, fd)
+				if err != nil {
+					return fail(link+" (memfd)", err)
+				}
+				f.Seals = seals
+			}
 		} else {
 			f.Kind = FileRegular
 			f.Path = link

@@ -231,7 +231,7 @@ func (t *fileTable) linkShmem() {
 	for key, obj := range t.shmem {
 		for _, ref := range t.byIno[key] {
 			f := &t.files[ref.index]
-			if f.Kind != FileDeleted || f.Obj != 0 {
+			if (f.Kind != FileDeleted && f.Kind != FileMemfd) || f.Obj != 0 {
 				continue
 			}
 			f.Obj = obj

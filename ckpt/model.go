@@ -218,6 +218,9 @@ const (
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 	FileSocket   = "socket"
 	FileTCP      = "tcp" // an established connection (TCP_REPAIR)
+	// FileMemfd is a memfd: contents carried as a blob, name and seals
+	// kept (Path is "/memfd:NAME").
+	FileMemfd = "memfd"
 	// FileUnixPair is one end of a connected pair of unix sockets whose
 	// other end is in the tree too (Unix.Peer names it).
 	FileUnixPair = "unixpair"
@@ -237,6 +240,7 @@ type File struct {
 	Pipe  uint64  `json:"pipe,omitempty"` // pipe inode: ends with the same Pipe are one pipe
 	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
 	Size  int64   `json:"size,omitempty"` // bytes in the blob
+	Seals int `json:"seals,omitempty"` // a memfd's F_GET_SEALS
 	// Obj: a deleted file or memfd that is also mapped shared; the
 	// descriptor is reopened on that shared memory object (1 + index of
 	// its FileShmem), so that the two stay one.

@@ -47,12 +47,19 @@ func (sh *shared) blob(b *image.Blob) error {
 	sink := sh.blobs[b.ID]
 	if sink == nil {
 		sink = &blobSink{}
-		if f.Kind == FileDeleted {
+		switch f.Kind {
+		case FileDeleted:
 			tf, err := createDeleted(f.Path)
 			if err != nil {
 				return err
 			}
 			sink.f = tf
+		case FileMemfd:
+			mf, err := createMemfd(f.Path)
+			if err != nil {
+				return err
+			}
+			sink.f = mf
 		}
 		sh.blobs[b.ID] = sink
 	}
@@ -93,7 +100,11 @@ func (sh *shared) shmemFD(i int) (int, error) {
 	if sink := sh.blobs[f.Blob]; sink != nil && sink.f != nil {
 		return int(sink.f.Fd()), nil
 	}
-	fd, err := unix.MemfdCreate("relocate-shmem", unix.MFD_CLOEXEC)
+	name := "relocate-shmem"
+	if strings.HasPrefix(f.Path, "/memfd:") {
+		name = strings.TrimPrefix(f.Path, "/memfd:") // keep a memfd's name
+	}
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return -1, fmt.Errorf("memfd_create: %w", err)
 	}
@@ -136,6 +147,17 @@ func (sh *shared) unixEnd(f File) (int, error) {
 	}
 	sh.unixPending[peer.Unix.Ino] = fb // closeFiles closes it if never taken
 	return fa, nil
+}
+
+// createMemfd makes a memfd named like the original ("/memfd:NAME"),
+// sealable: seals the original did not have are added with the rest.
+func createMemfd(path string) (*os.File, error) {
+	name := strings.TrimPrefix(path, "/memfd:")
+	fd, err := unix.MemfdCreate(name, unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // reopenAt opens a new description of the file behind fd, with flags,
@@ -218,6 +240,42 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 			return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		}
 		return unix.Dup(int(sink.f.Fd()))
+	case FileMemfd:
+		var src int
+		if f.Obj != 0 {
+			obj, err := sh.shmemFD(f.Obj - 1)
+			if err != nil {
+				return -1, err
+			}
+			src = obj
+		} else {
+			sink := sh.blobs[f.Blob]
+			if sink == nil {
+				if f.Size != 0 {
+					return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
+				}
+				mf, err := createMemfd(f.Path)
+				if err != nil {
+					return -1, err
+				}
+				sink = &blobSink{f: mf}
+				sh.blobs[f.Blob] = sink
+			}
+			src = int(sink.f.Fd())
+		}
+		fd, err := reopenAt(src, flags, f.Pos)
+		if err != nil {
+			return -1, err
+		}
+		// Seals last, once the contents are in (F_SEAL_WRITE would stop
+		// them); all at once, as F_SEAL_SEAL forbids more.
+		if cur, _ := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); f.Seals&^cur != 0 {
+			if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, f.Seals&^cur); err != nil {
+				unix.Close(fd)
+				return -1, fmt.Errorf("memfd seals %#x: %w", f.Seals, err)
+			}
+		}
+		return fd, nil
 	case FileDeleted:
 		if f.Obj != 0 {
 			// Also mapped shared: a new description of the same object.

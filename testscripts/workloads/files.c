@@ -5,19 +5,25 @@
  * unlinked while open; /dev/null, /dev/zero, /dev/urandom; a pipe holding
  * 1000 bytes, both ends open, and a FIFO in DIR opened O_RDWR holding 6
  * bytes, both read ends O_NONBLOCK; /dev/null again at fd 100 (a gap in the
- * numbers); cwd DIR/sub; RLIMIT_NOFILE's soft limit lowered to 200.
+ * numbers); cwd DIR/sub; RLIMIT_NOFILE's soft limit lowered to 200; a
+ * memfd "relocate-files" holding 16 bytes and sealed against writes,
+ * growing and shrinking, and a memfd made without sealing.
  *
  * The check wants: the offset still 5 and read() going on from there with
  * "56"; appends landing at the end; the close-on-exec flags as they were;
  * the deleted file's content, its /proc/self/fd link ending in
  * " (deleted)"; zeros from /dev/zero; exactly the 1000 bytes from the pipe
  * and the 6 from the FIFO (put back afterwards for the next check); fd 100;
- * the cwd; the rlimit. A control run can change regular.txt from outside. */
+ * the cwd; the rlimit; each memfd's name, contents and seals (and a
+ * write to the sealed one refused). A control run can change regular.txt
+ * from outside. */
 #include "proto.h"
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+static int memfd_sealed, memfd_plain;
 static int reg, logfd, cloexec, deleted, devnull, devzero, urandom, pipefd[2], fifo, gapfd = 100;
 static char subdir[4096];
 static off_t reg_pos;
@@ -82,6 +88,21 @@ static void check(char *ok, size_t n) {
 	getrlimit(RLIMIT_NOFILE, &rl);
 	if (rl.rlim_cur != 200)
 		fail("RLIMIT_NOFILE soft limit is %lu", (unsigned long)rl.rlim_cur);
+	char mb[32] = "";
+	snprintf(p, sizeof p, "/proc/self/fd/%d", memfd_sealed);
+	memset(link, 0, sizeof link);
+	readlink(p, link, sizeof link - 1);
+	if (strncmp(link, "/memfd:relocate-files", 21))
+		fail("memfd is linked as %s", link);
+	if (pread(memfd_sealed, mb, 16, 0) != 16 || memcmp(mb, "sealed contents\n", 16))
+		fail("memfd contents differ: %.16s", mb);
+	int want = F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK;
+	if (fcntl(memfd_sealed, F_GET_SEALS) != want)
+		fail("memfd seals %#x, want %#x", fcntl(memfd_sealed, F_GET_SEALS), want);
+	if (pwrite(memfd_sealed, "x", 1, 0) != -1 || errno != EPERM)
+		fail("a write to the sealed memfd was not refused");
+	if (fcntl(memfd_plain, F_GET_SEALS) != F_SEAL_SEAL)
+		fail("unsealable memfd has seals %#x", fcntl(memfd_plain, F_GET_SEALS));
 	snprintf(ok, n, "pos=%lld", (long long)pos);
 }
 
@@ -100,6 +121,11 @@ int main(int argc, char **argv) {
 	deleted = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
 	write(deleted, deleted_text, strlen(deleted_text));
 	unlink(path);
+	memfd_sealed = memfd_create("relocate-files", MFD_ALLOW_SEALING);
+	write(memfd_sealed, "sealed contents\n", 16);
+	fcntl(memfd_sealed, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK);
+	memfd_plain = memfd_create("plain", 0);
+	write(memfd_plain, "plain", 5);
 	devnull = open("/dev/null", O_WRONLY);
 	devzero = open("/dev/zero", O_RDONLY);
 	urandom = open("/dev/urandom", O_RDONLY);
