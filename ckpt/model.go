@@ -237,10 +237,10 @@ type File struct {
 	Pos   int64   `json:"pos,omitempty"`
 	ID    *FileID `json:"id,omitempty"`
 	Mode  uint32  `json:"mode,omitempty"`
-	Pipe  uint64  `json:"pipe,omitempty"` // pipe inode: ends with the same Pipe are one pipe
-	Blob  uint32  `json:"blob,omitempty"` // blob id with contents (deleted files, pipe buffers)
-	Size  int64   `json:"size,omitempty"` // bytes in the blob
-	Seals int `json:"seals,omitempty"` // a memfd's F_GET_SEALS
+	Pipe  uint64  `json:"pipe,omitempty"`  // pipe inode: ends with the same Pipe are one pipe
+	Blob  uint32  `json:"blob,omitempty"`  // blob id with contents (deleted files, pipe buffers)
+	Size  int64   `json:"size,omitempty"`  // bytes in the blob
+	Seals int     `json:"seals,omitempty"` // a memfd's F_GET_SEALS
 	// Obj: a deleted file or memfd that is also mapped shared; the
 	// descriptor is reopened on that shared memory object (1 + index of
 	// its FileShmem), so that the two stay one.

@@ -57,6 +57,8 @@ int main(int argc, char **argv) {
 	} else if (!strcmp(kind, "mqueue")) {
 		snprintf(mqname, sizeof mqname, "/relocate-oddity-%d", getpid());
 		fd = mq_open(mqname, O_RDWR | O_CREAT, 0600, NULL);
+		mq_unlink(mqname); /* the descriptor keeps it; a SIGKILL leaks nothing */
+		mqname[0] = 0;
 	} else if (!strcmp(kind, "pidfd")) {
 		fd = syscall(SYS_pidfd_open, getppid(), 0);
 	} else if (!strcmp(kind, "fanotify")) {
