@@ -259,6 +259,13 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		}
 	}
 	t.files.linkShmem()
+	inTree := map[int]bool{}
+	for _, d := range t.procs {
+		inTree[d.pid] = true
+	}
+	if err := sysvIPCUser(inTree); err != nil {
+		return nil, err
+	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
 	if err := ctx.Err(); err != nil {

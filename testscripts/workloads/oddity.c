@@ -1,5 +1,6 @@
 /* oddity: holds one kind of kernel object relocate does not carry, named
- * by argv[2]: sysvshm (shmget+shmat), sysvsem, mqueue (a POSIX message
+ * by argv[2]: sysvshm (shmget+shmat), sysvsem (semop), sysvmsg (msgsnd),
+ * mqueue (a POSIX message
  * queue), pidfd, fanotify, userfaultfd, iouring, perf (a software
  * perf_event), bpf (a BPF array map). Its check only wants a
  * counter that moves: a refused dump must leave it running untouched. */
@@ -10,13 +11,15 @@
 #include <linux/perf_event.h>
 #include <mqueue.h>
 #include <sys/fanotify.h>
+#include <signal.h>
 #include <sys/ipc.h>
+#include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
 #include <sys/syscall.h>
 
 static volatile long ticks, last;
-static int shmid = -1, semid = -1;
+static int shmid = -1, semid = -1, msqid = -1;
 static char mqname[64];
 
 static void tick(void) { ticks++; }
@@ -33,6 +36,8 @@ static void cleanup(void) {
 		shmctl(shmid, IPC_RMID, NULL);
 	if (semid >= 0)
 		semctl(semid, 0, IPC_RMID);
+	if (msqid >= 0)
+		msgctl(msqid, IPC_RMID, NULL);
 	if (mqname[0])
 		mq_unlink(mqname);
 }
@@ -54,6 +59,13 @@ int main(int argc, char **argv) {
 		semid = semget(IPC_PRIVATE, 1, IPC_CREAT | 0600);
 		struct sembuf op = {0, 1, SEM_UNDO};
 		fd = semid < 0 ? -1 : semop(semid, &op, 1);
+	} else if (!strcmp(kind, "sysvmsg")) {
+		msqid = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		struct {
+			long type;
+			char text[8];
+		} m = {1, "queued"};
+		fd = msqid < 0 ? -1 : msgsnd(msqid, &m, sizeof m.text, 0);
 	} else if (!strcmp(kind, "mqueue")) {
 		snprintf(mqname, sizeof mqname, "/relocate-oddity-%d", getpid());
 		fd = mq_open(mqname, O_RDWR | O_CREAT, 0600, NULL);
@@ -85,6 +97,7 @@ int main(int argc, char **argv) {
 		return 2;
 	}
 	atexit(cleanup);
+	signal(SIGTERM, exit); /* the objects outlive the process otherwise */
 	proto_ready(NULL);
 	proto_loop(check, tick);
 }

@@ -1,0 +1,105 @@
+package ckpt
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// sysvIPCUser finds System V message queues and semaphores that a process
+// of the tree used last: neither lives in a descriptor or a mapping, so
+// the kernel's own bookkeeping is the only trace (the last sender and
+// receiver of a queue, the last process to operate on a semaphore). A
+// process that used one earlier and not last goes unseen.
+func sysvIPCUser(tree map[int]bool) error {
+	// A recorded PID names one of ours only if that process already ran
+	// at the recorded time (PIDs are reused).
+	ours := func(pid int, at string) bool {
+		t, err := strconv.ParseInt(at, 10, 64)
+		return tree[pid] && (err != nil || startedBy(pid, t))
+	}
+	if b, err := os.ReadFile("/proc/sysvipc/msg"); err == nil {
+		for _, row := range sysvRows(b) {
+			// key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
+			if len(row) < 13 {
+				continue
+			}
+			for _, c := range [][2]int{{5, 11}, {6, 12}} {
+				if pid, _ := strconv.Atoi(row[c[0]]); ours(pid, row[c[1]]) {
+					return &ProcessError{PID: pid, Err: fmt.Errorf("uses System V message queue %s: %w", row[1], ErrUnsupported)}
+				}
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sysvipc/sem"); err == nil {
+		for _, row := range sysvRows(b) {
+			// key semid perms nsems ...
+			if len(row) < 4 {
+				continue
+			}
+			// key semid perms nsems uid gid cuid cgid otime ctime
+			semid, err1 := strconv.Atoi(row[1])
+			nsems, err2 := strconv.Atoi(row[3])
+			if err1 != nil || err2 != nil || len(row) < 9 {
+				continue
+			}
+			for i := 0; i < nsems; i++ {
+				const getpid = 11 // GETPID: the last process to semop this one
+				r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(semid), uintptr(i), getpid, 0, 0, 0)
+				if e == 0 && ours(int(r), row[8]) {
+					return &ProcessError{PID: int(r), Err: fmt.Errorf("uses System V semaphore set %d: %w", semid, ErrUnsupported)}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// sysvRows splits a /proc/sysvipc table into fields, header left out.
+func sysvRows(b []byte) [][]string {
+	var rows [][]string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for first := true; sc.Scan(); first = false {
+		if !first {
+			rows = append(rows, strings.Fields(sc.Text()))
+		}
+	}
+	return rows
+}
+
+// startedBy reports whether pid was running at unix time t (its start,
+// from /proc/PID/stat and the boot time, is not after t).
+func startedBy(pid int, t int64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return false
+	}
+	start, err := strconv.ParseInt(f[19], 10, 64) // starttime, in clock ticks since boot
+	if err != nil {
+		return false
+	}
+	st, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			boot, _ := strconv.ParseInt(v, 10, 64)
+			return boot+start/100 <= t+1 // USER_HZ is 100 on Linux
+		}
+	}
+	return true
+}
