@@ -192,7 +192,7 @@ func hint(err error) string {
 // needRoot refuses early, in one line, what cannot work without root.
 func needRoot(what string) error {
 	if os.Geteuid() != 0 {
-		return fmt.Errorf("%s needs root (ptrace, pidfd_getfd, clone3 with set_tid, PR_SET_MM); run it with sudo", what)
+		return expectedError{fmt.Errorf("%s needs root (ptrace, pidfd_getfd, clone3 with set_tid, PR_SET_MM); run it with sudo", what)}
 	}
 	return nil
 }
