@@ -1,9 +1,10 @@
 """pydict: a python3 workload with a large dict and a background thread,
 following the same ready/check/verdict protocol as the C workloads."""
-import os
 import sys
 import threading
 import time
+
+import proto
 
 state = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 1_000_000
@@ -20,13 +21,6 @@ def worker():
 threading.Thread(target=worker, name="ticker", daemon=True).start()
 
 
-def write(name, text):
-    tmp = os.path.join(state, name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(state, name))
-
-
 def check():
     bad = [k for k, v in table.items() if v != int(k[3:]) * 7 + 3]
     if len(table) != N or bad:
@@ -40,10 +34,4 @@ def check():
     return f"OK entries={len(table)} ticks={ticks[0]}"
 
 
-write("ready", f"pid={os.getpid()}\n")
-check_path = os.path.join(state, "check")
-while True:
-    if os.path.exists(check_path):
-        write("verdict", check() + "\n")
-        os.unlink(check_path)
-    time.sleep(0.01)
+proto.serve(state, check)

@@ -10,10 +10,11 @@ workers' shared memory were private copies after a restore it would
 fall behind). ready has addr= (the counter) for a control run."""
 import ctypes
 import multiprocessing as mp
-import os
 import sys
 import threading
 import time
+
+import proto
 
 state = sys.argv[1]
 
@@ -27,13 +28,6 @@ def square(x):
     with shared.get_lock():
         shared.value += 1
     return x * x
-
-
-def write(name, text):
-    tmp = os.path.join(state, name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, os.path.join(state, name))
 
 
 if __name__ == "__main__":
@@ -70,10 +64,4 @@ if __name__ == "__main__":
         return f"OK tasks={tasks[0]} rounds={rounds[0]}"
 
     addr = ctypes.addressof(counter.get_obj())
-    write("ready", f"pid={os.getpid()}\naddr={addr:#x}\n")
-    check_path = os.path.join(state, "check")
-    while True:
-        if os.path.exists(check_path):
-            write("verdict", check() + "\n")
-            os.unlink(check_path)
-        time.sleep(0.01)
+    proto.serve(state, check, f"addr={addr:#x}\n")
