@@ -84,6 +84,7 @@ type session struct {
 	remote   *remoteBinary
 	errDone  chan struct{} // the target's stderr is drained
 	lastDiag *lineTail     // the target's last stderr line, for errors
+	started  bool          // relocate receive runs (and removes its upload)
 }
 
 // startReceive connects, brings relocate to the target if needed and
@@ -128,6 +129,7 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 	if err := s.sess.Start(s.remote.receiveCommand()); err != nil {
 		return nil, fmt.Errorf("%s: start relocate receive: %w", c.Dest, err)
 	}
+	s.started = true
 	ok = true
 	return s, nil
 }
@@ -210,7 +212,9 @@ func (s *session) close() {
 	if s.sess != nil {
 		s.sess.Close()
 	}
-	if s.remote != nil {
+	// A receiver that started deleted its upload itself; only one that
+	// never ran leaves it (and a dead link would only make us wait).
+	if s.remote != nil && !s.started {
 		s.remote.cleanup(s.client)
 	}
 	s.client.Close()
