@@ -342,12 +342,12 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 // already resumed the source tree; the target is told to clean up and the
 // rollback hook runs.
 func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.Checkpoint, source string, o *MigrateOptions) error {
-	var fromTarget *targetError
-	if ctx.Err() == nil && !errors.As(cause, &fromTarget) {
-		// A failed write: the target may have said why it stopped reading.
+	if ctx.Err() == nil && s.frames.failed() {
+		// A write to the target failed: it may have said why it stopped
+		// reading; if not, the link is gone.
 		if m, ok := s.targetError(3 * time.Second); ok {
 			cause = &targetError{m.Error}
-		} else if !errors.As(cause, new(*HookError)) {
+		} else {
 			cause = s.gone()
 		}
 	}

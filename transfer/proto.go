@@ -79,6 +79,7 @@ type frameWriter struct {
 	mu   sync.Mutex
 	w    io.Writer
 	sent int64 // payload bytes of data frames
+	err  error // the first failed write
 }
 
 func (f *frameWriter) send(kind byte, payload []byte) error {
@@ -87,11 +88,21 @@ func (f *frameWriter) send(kind byte, payload []byte) error {
 	var h [5]byte
 	h[0] = kind
 	binary.BigEndian.PutUint32(h[1:], uint32(len(payload)))
-	if _, err := f.w.Write(h[:]); err != nil {
-		return err
+	_, err := f.w.Write(h[:])
+	if err == nil {
+		_, err = f.w.Write(payload)
 	}
-	_, err := f.w.Write(payload)
+	if err != nil && f.err == nil {
+		f.err = err
+	}
 	return err
+}
+
+// failed reports whether a write to the target has failed.
+func (f *frameWriter) failed() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err != nil
 }
 
 func (f *frameWriter) sendJSON(kind byte, v any) error {
