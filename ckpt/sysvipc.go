@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/proc"
 )
 
 // sysvIPCUser finds System V message queues and semaphores that a process
@@ -79,18 +81,11 @@ func startedBy(pid int, t int64) bool {
 	if err != nil {
 		return false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return false
-	}
-	start, err := strconv.ParseInt(f[19], 10, 64) // starttime, in clock ticks since boot
+	ps, err := proc.ParseStat(b)
 	if err != nil {
 		return false
 	}
+	start := int64(ps.StartTime) // clock ticks since boot
 	st, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return true

@@ -22,3 +22,12 @@ def serve(state, check, extra=""):
             write(state, "verdict", check() + "\n")
             os.unlink(check_path)
         time.sleep(0.01)
+
+
+def moves(get, timeout):
+    """moves reports whether get() changes within timeout seconds."""
+    before = get()
+    deadline = time.monotonic() + timeout
+    while get() == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return get() != before

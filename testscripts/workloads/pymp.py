@@ -55,11 +55,7 @@ if __name__ == "__main__":
             tasks[0] += 10
             if counter.value != tasks[0]:
                 return f"FAIL shared counter {counter.value}, {tasks[0]} tasks done"
-        before = rounds[0]
-        deadline = time.monotonic() + 10
-        while rounds[0] == before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if rounds[0] == before:
+        if not proto.moves(lambda: rounds[0], 10):
             return "FAIL the feeder is stuck"
         return f"OK tasks={tasks[0]} rounds={rounds[0]}"
 
