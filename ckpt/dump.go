@@ -106,6 +106,30 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 	if fs.Root == "" {
 		fs = proc.Default()
 	}
+	if err := (&dumper{pid: pid, fs: fs}).precheck(); err != nil {
+		return nil, err
+	}
+	ls := findListeners(fs, pid)
+	defer ls.release()
+	waited := time.Duration(0)
+	for attempt := 1; ; attempt++ {
+		wait := drainWait
+		if attempt > 1 {
+			wait = drainRetry
+		}
+		start := time.Now()
+		ls.drain(wait)
+		waited += time.Since(start)
+		res, err := dumpOnce(ctx, pid, fs, out, opts)
+		if errors.Is(err, sock.ErrAcceptQueue) && attempt < dumpAttempt && ctx.Err() == nil {
+			continue // a connection came in before the freeze: try again
+		}
+		return res, acceptQueueError(err, waited)
+	}
+}
+
+// dumpOnce freezes the tree and dumps it.
+func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (*DumpResult, error) {
 	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable()}
 	root := t.add(pid, fs, opts)
 	if err := root.precheck(); err != nil {

@@ -155,7 +155,7 @@ func (d *dumper) collectTCP() error {
 		}
 		conns = append(conns, sock.Conn{LocalPort: sockPort(local), PeerPort: sockPort(peer)})
 	}
-	lock, err := sock.NewLock(lockName(d.pid), conns)
+	lock, err := sock.NewLock(lockName(d.pid), conns, nil)
 	if err != nil {
 		return &ProcessError{PID: d.pid, Err: fmt.Errorf("established TCP connections need the network lock: %w", err)}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -603,7 +604,7 @@ func (sh *shared) finishNet() error {
 	}
 	sh.live, sh.tcp = sh.tcp, nil
 	sh.locks = nil // removed below, with the dump's
-	for _, name := range sh.cp.NetLocks {
+	for _, name := range append(slices.Clip(sh.cp.NetLocks), listenLockName(sh.cp.Root)) {
 		if err := sock.UnlockTable(name); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -50,7 +51,7 @@ func (sh *shared) lockNet() error {
 		if err != nil {
 			return err
 		}
-		l, err := sock.NewLock(name, conns)
+		l, err := sock.NewLock(name, conns, nil)
 		if err != nil {
 			return err
 		}
@@ -58,7 +59,29 @@ func (sh *shared) lockNet() error {
 			sh.locks = append(sh.locks, l) // ours to remove if the restore fails
 		}
 	}
+	// New connections to the listeners wait (their SYN dropped, retried by
+	// the client) until the listeners are back, instead of being refused.
+	if ports := sh.listenPorts(); len(ports) > 0 {
+		l, err := sock.NewLock(listenLockName(sh.cp.Root), nil, ports)
+		if err != nil {
+			return err
+		}
+		sh.locks = append(sh.locks, l)
+	}
 	return nil
+}
+
+// listenPorts are the ports of the image's listening TCP sockets.
+func (sh *shared) listenPorts() []uint16 {
+	var out []uint16
+	for _, f := range sh.cp.Files {
+		if f.Kind == FileSocket && f.Socket != nil && f.Socket.Listening && f.Socket.Protocol == unix.IPPROTO_TCP {
+			if p := port(f.Socket.Addr); p != 0 && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }
 
 // unlockOwn removes the locks this restore installed.
@@ -80,7 +103,7 @@ func (sh *shared) killRestored() error {
 	var errs []error
 	for name, conns := range sh.netConns() {
 		if len(conns) > 0 {
-			l, err := sock.NewLock(name, conns)
+			l, err := sock.NewLock(name, conns, nil)
 			errs = append(errs, err)
 			sh.locks = append(sh.locks, l)
 		}

@@ -16,15 +16,20 @@ type Conn struct {
 
 // Lock drops every packet of a set of TCP connections, in and out, so that
 // the peer's retransmissions meet silence instead of a reset while the
-// connection has no socket. It is one nftables table of our own (inet
-// family, base chains at priority -200); nothing else in the ruleset is
-// touched, and Unlock deletes the table.
+// connection has no socket, and the opening SYN of new connections to a
+// set of listening ports, so that a client connecting meanwhile retries a
+// second later instead of being accepted by a frozen listener (and reset
+// when it dies) or refused by a host where the listener is not back yet.
+// It is one nftables table of our own (inet family, base chains at
+// priority -200); nothing else in the ruleset is touched, and Unlock
+// deletes the table.
 type Lock struct {
 	name string
 }
 
-// NewLock installs the drop rules for conns in a table named name.
-func NewLock(name string, conns []Conn) (*Lock, error) {
+// NewLock installs the drop rules for conns and for new connections to the
+// listening ports in a table named name.
+func NewLock(name string, conns []Conn, listening []uint16) (*Lock, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("network lock: %w", err)
@@ -41,24 +46,47 @@ func NewLock(name string, conns []Conn) (*Lock, error) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: dropPorts(k.PeerPort, k.LocalPort)})
 		c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: dropPorts(k.LocalPort, k.PeerPort)})
 	}
+	for _, p := range listening {
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: dropSYN(p)})
+	}
 	if err := c.Flush(); err != nil {
 		return nil, fmt.Errorf("network lock: install nftables table %s: %w", name, err)
 	}
 	return &Lock{name: name}, nil
 }
 
-// dropPorts matches TCP from sport to dport and drops it.
-func dropPorts(sport, dport uint16) []expr.Any {
-	be := func(p uint16) []byte { b := make([]byte, 2); binary.BigEndian.PutUint16(b, p); return b }
+func be16(p uint16) []byte { b := make([]byte, 2); binary.BigEndian.PutUint16(b, p); return b }
+
+// tcpPort matches TCP whose header has port at offset (0 source, 2
+// destination).
+func tcpPort(offset uint32, port uint16) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(sport)},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be(dport)},
-		&expr.Verdict{Kind: expr.VerdictDrop},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(port)},
 	}
+}
+
+// dropSYN matches a TCP SYN without ACK (a connection's first packet) to
+// dport and drops it. Later packets of a handshake under way pass.
+func dropSYN(dport uint16) []expr.Any {
+	const syn, ack = 0x02, 0x10
+	return append(tcpPort(2, dport),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{syn | ack}, Xor: []byte{0}},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{syn}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
+}
+
+// dropPorts matches TCP from sport to dport and drops it.
+func dropPorts(sport, dport uint16) []expr.Any {
+	return append(tcpPort(0, sport),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: be16(dport)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	)
 }
 
 // Unlock removes the table. It is safe to call more than once.

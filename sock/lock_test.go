@@ -26,35 +26,41 @@ func tableNames(t *testing.T) map[string]bool {
 	return out
 }
 
-// TestLockDropsAndLeavesNoTrace: while locked, a connection carries no
-// data; after Unlock it does again and the ruleset is as before.
-func TestLockDropsAndLeavesNoTrace(t *testing.T) {
+// lockedLoopback skips unless nftables can be used here, and returns a
+// listener with one accepted connection: the client end and the server end.
+func lockedLoopback(t *testing.T) (ln net.Listener, client, server net.Conn) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) for nftables")
+		t.Skip("needs root (CAP_NET_ADMIN) for nftables and TCP_REPAIR")
 	}
 	if err := LockAvailable(); err != nil {
 		t.Skipf("nftables unavailable: %v", err)
 	}
-	before := tableNames(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
+	t.Cleanup(func() { ln.Close() })
+	if client, err = net.Dial("tcp4", ln.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
+	t.Cleanup(func() { client.Close() })
+	if server, err = ln.Accept(); err != nil {
 		t.Fatal(err)
 	}
-	defer server.Close()
+	t.Cleanup(func() { server.Close() })
+	return ln, client, server
+}
+
+// TestLockDropsAndLeavesNoTrace: while locked, a connection carries no
+// data; after Unlock it does again and the ruleset is as before.
+func TestLockDropsAndLeavesNoTrace(t *testing.T) {
+	_, client, server := lockedLoopback(t)
+	before := tableNames(t)
 	lport := uint16(server.LocalAddr().(*net.TCPAddr).Port)
 	pport := uint16(server.RemoteAddr().(*net.TCPAddr).Port)
 
-	l, err := NewLock("relocate-test-lock", []Conn{{LocalPort: lport, PeerPort: pport}})
+	l, err := NewLock("relocate-test-lock", []Conn{{LocalPort: lport, PeerPort: pport}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,4 +86,50 @@ func TestLockDropsAndLeavesNoTrace(t *testing.T) {
 	if len(after) != len(before) || after["relocate-test-lock"] {
 		t.Fatalf("ruleset tables before %v, after %v", before, after)
 	}
+}
+
+// TestLockHoldsNewConnections: with a listening port locked, a new
+// connection's SYN meets silence (no refusal, no accept) while an
+// established connection to the same port still carries data; after
+// Unlock the client's retransmitted SYN is accepted.
+func TestLockHoldsNewConnections(t *testing.T) {
+	ln, old, server := lockedLoopback(t)
+
+	l, err := NewLock("relocate-test-listen", nil, []uint16{uint16(ln.Addr().(*net.TCPAddr).Port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	if c, err := net.DialTimeout("tcp4", ln.Addr().String(), 300*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("a new connection got through the lock")
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("locked dial: %v, want a timeout", err)
+	}
+	if _, err := old.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("established connection under a listener lock: %v", err)
+	}
+
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp4", ln.Addr().String(), 10*time.Second)
+		done <- dialed{c, err}
+	}()
+	time.Sleep(200 * time.Millisecond) // the first SYN is dropped
+	if err := l.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	d := <-done
+	if d.err != nil {
+		t.Fatalf("dial after unlock: %v", d.err)
+	}
+	d.c.Close()
 }

@@ -13,6 +13,10 @@ import (
 // ErrUnsupported marks socket states this package cannot carry yet.
 var ErrUnsupported = errors.New("not supported yet")
 
+// ErrAcceptQueue is a listener with connections the process has not
+// accepted yet: they cannot be put back into a new listener's queue.
+var ErrAcceptQueue = errors.New("connections wait in the accept queue, not yet accepted by the process")
+
 // State is what a restore needs to make the socket again.
 type State struct {
 	Family    int    `json:"family"`
@@ -104,7 +108,7 @@ func Inspect(fd int) (*State, error) {
 	if acc, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc == 1 {
 		s.Listening = true
 		if waiting(fd) {
-			return nil, fmt.Errorf("connections waiting in the accept queue: %w", ErrUnsupported)
+			return nil, ErrAcceptQueue
 		}
 		s.Backlog = unix.SOMAXCONN
 		if s.Protocol == unix.IPPROTO_TCP {

@@ -84,7 +84,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if _, err := Inspect(fd); !errors.Is(err, ErrUnsupported) {
+	if _, err := Inspect(fd); !errors.Is(err, ErrAcceptQueue) {
 		t.Fatalf("listener with a pending connection: %v", err)
 	}
 	afd, _, err := unix.Accept(fd)

@@ -14,26 +14,7 @@ import (
 // unread bytes in both directions, is read in repair mode, closed (which
 // sends nothing), rebuilt, and goes on carrying data both ways.
 func TestTCPRepairRoundTrip(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) for TCP_REPAIR")
-	}
-	if err := LockAvailable(); err != nil {
-		t.Skipf("nftables unavailable: %v", err)
-	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client, sc := lockedLoopback(t)
 	server := sc.(*net.TCPConn)
 	if _, err := client.Write([]byte("to-server")); err != nil {
 		t.Fatal(err)
@@ -64,7 +45,7 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 
 	lport := uint16(client.RemoteAddr().(*net.TCPAddr).Port)
 	pport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
-	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: lport, PeerPort: pport}})
+	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: lport, PeerPort: pport}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

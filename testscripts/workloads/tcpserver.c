@@ -2,7 +2,10 @@
  * asked: at a checkpoint the client's bytes sit unread in the receive
  * queue. The check reads what the client sent (waiting up to 10 s for
  * retransmissions), answers, and checks the reply went out. argv[2], if
- * given, is the IPv4 address to listen on (default 127.0.0.1). */
+ * given, is the IPv4 address to listen on (default 127.0.0.1).
+ * Later clients wait in the accept queue until DIR/accept-more appears;
+ * then each is accepted, greeted ("hello-extra") and DIR/extra written; the next check
+ * says "bye-extra" to it and closes it. */
 #include "proto.h"
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -10,18 +13,28 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-static int lfd, conn = -1;
+static int lfd, conn = -1, extra = -1;
 static char want[256];
 
 static void tick(void) {
-	if (conn >= 0)
+	if (conn < 0) {
+		conn = accept(lfd, NULL, NULL);
+		if (conn < 0)
+			return;
+		const char hello[] = "hello-from-server\n";
+		write(conn, hello, sizeof hello - 1);
+		proto_write("accepted", "1\n");
 		return;
-	conn = accept(lfd, NULL, NULL);
-	if (conn < 0)
+	}
+	snprintf(want, sizeof want, "%s/accept-more", proto_dir);
+	if (extra >= 0 || access(want, F_OK) != 0)
 		return;
-	const char hello[] = "hello-from-server\n";
-	write(conn, hello, sizeof hello - 1);
-	proto_write("accepted", "1\n");
+	extra = accept(lfd, NULL, NULL);
+	if (extra >= 0) {
+		const char hi[] = "hello-extra\n";
+		write(extra, hi, sizeof hi - 1);
+		proto_write("extra", "1\n");
+	}
 }
 
 static void check(char *ok, size_t n) {
@@ -63,6 +76,14 @@ static void check(char *ok, size_t n) {
 	if (write(conn, reply, sizeof reply - 1) != sizeof reply - 1)
 		fail("reply: %s", strerror(errno));
 	snprintf(ok, n, "received %zu bytes", have);
+	if (extra >= 0) {
+		const char bye[] = "bye-extra\n";
+		if (write(extra, bye, sizeof bye - 1) != sizeof bye - 1)
+			fail("bye to the extra client: %s", strerror(errno));
+		close(extra);
+		extra = -1;
+		strncat(ok, ", said bye to an extra client", n - strlen(ok) - 1);
+	}
 }
 
 int main(int argc, char **argv) {
