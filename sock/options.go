@@ -10,10 +10,11 @@ import (
 
 // Options are the socket options a program commonly sets and expects to
 // keep: keep-alive and its timers, Nagle, the user timeout, TOS/traffic
-// class, linger, mark and priority. Zero values mean the default and are
-// not set again. Buffer sizes are left alone: reading them cannot tell a
-// size the program chose from one TCP's autotuning picked, and setting one
-// turns autotuning off.
+// class, linger, mark, priority and buffer sizes. Zero values mean the
+// default and are not set again. A buffer size is kept only when the
+// program set it (the kernel then locks it: SO_BUF_LOCK); a size TCP's
+// autotuning picked is left to autotuning again, since setting one turns
+// autotuning off.
 type Options struct {
 	KeepAlive   bool `json:"keepalive,omitempty"`
 	KeepIdle    int  `json:"keepidle,omitempty"` // seconds
@@ -25,7 +26,15 @@ type Options struct {
 	Linger      *int `json:"linger,omitempty"`       // seconds, when SO_LINGER is on
 	Mark        int  `json:"mark,omitempty"`
 	Priority    int  `json:"priority,omitempty"`
+	SndBuf      int  `json:"sndbuf,omitempty"` // bytes as SO_SNDBUF reports them (twice what was asked)
+	RcvBuf      int  `json:"rcvbuf,omitempty"`
 }
+
+// Buffer locks (SO_BUF_LOCK): the program set the size itself.
+const (
+	sndBufLock = 1
+	rcvBufLock = 2
+)
 
 // defaults of a fresh TCP socket, to store only what a program changed.
 var tcpDefaults = sync.OnceValue(func() map[int]int {
@@ -54,6 +63,14 @@ func inspectOptions(fd, family, proto int) *Options {
 		o.TOS = get(unix.IPPROTO_IP, unix.IP_TOS)
 	case unix.AF_INET6:
 		o.TOS = get(unix.IPPROTO_IPV6, unix.IPV6_TCLASS)
+	}
+	if locks, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK); err == nil {
+		if locks&sndBufLock != 0 {
+			o.SndBuf = get(unix.SOL_SOCKET, unix.SO_SNDBUF)
+		}
+		if locks&rcvBufLock != 0 {
+			o.RcvBuf = get(unix.SOL_SOCKET, unix.SO_RCVBUF)
+		}
 	}
 	if l, err := unix.GetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER); err == nil && l.Onoff != 0 {
 		secs := int(l.Linger)
@@ -108,6 +125,33 @@ func (o *Options) apply(fd, family, proto int) error {
 		set("TCP_KEEPIDLE", unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, o.KeepIdle, o.KeepIdle != 0)
 		set("TCP_KEEPINTVL", unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, o.KeepIntvl, o.KeepIntvl != 0)
 		set("TCP_KEEPCNT", unix.IPPROTO_TCP, unix.TCP_KEEPCNT, o.KeepCnt, o.KeepCnt != 0)
+	}
+	return errors.Join(errs...)
+}
+
+// applyBuffers sets the buffer sizes the program had chosen. The kernel
+// doubles what it is given, so half goes in; the forcing variants keep
+// the size exact where this host's net.core.[wr]mem_max is lower.
+func (o *Options) applyBuffers(fd int) error {
+	if o == nil {
+		return nil
+	}
+	var errs []error
+	for _, b := range []struct {
+		name         string
+		force, plain int
+		size         int
+	}{{"SO_SNDBUF", unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, o.SndBuf}, {"SO_RCVBUF", unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, o.RcvBuf}} {
+		if b.size == 0 {
+			continue
+		}
+		err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, b.force, b.size/2)
+		if errors.Is(err, unix.EPERM) {
+			err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, b.plain, b.size/2)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("setsockopt %s=%d: %w", b.name, b.size/2, err))
+		}
 	}
 	return errors.Join(errs...)
 }

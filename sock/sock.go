@@ -245,7 +245,7 @@ func configure(fd int, s *State) error {
 			}
 		}
 	}
-	if err := s.Opts.apply(fd, s.Family, s.Protocol); err != nil {
+	if err := errors.Join(s.Opts.apply(fd, s.Family, s.Protocol), s.Opts.applyBuffers(fd)); err != nil {
 		return err
 	}
 	if err := unix.Bind(fd, sa); err != nil {

@@ -129,7 +129,7 @@ func TestConnectedUDPRoundTrip(t *testing.T) {
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: pa.Port}); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range [][3]int{{unix.IPPROTO_IP, unix.IP_TOS, 0x20}, {unix.SOL_SOCKET, unix.SO_PRIORITY, 3}} {
+	for _, o := range [][3]int{{unix.IPPROTO_IP, unix.IP_TOS, 0x20}, {unix.SOL_SOCKET, unix.SO_PRIORITY, 3}, {unix.SOL_SOCKET, unix.SO_RCVBUF, 100000}} {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,8 @@ func TestConnectedUDPRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Peer != pa.String() || st.Addr == "" || st.Opts == nil || st.Opts.TOS != 0x20 || st.Opts.Priority != 3 {
+	if st.Peer != pa.String() || st.Addr == "" || st.Opts == nil || st.Opts.TOS != 0x20 || st.Opts.Priority != 3 ||
+		st.Opts.RcvBuf != 200000 || st.Opts.SndBuf != 0 {
 		t.Fatalf("state %+v opts %+v", st, st.Opts)
 	}
 	nfd, err := Create(st, 0)
@@ -150,6 +151,9 @@ func TestConnectedUDPRoundTrip(t *testing.T) {
 	defer f.Close()
 	if v, _ := unix.GetsockoptInt(nfd, unix.IPPROTO_IP, unix.IP_TOS); v != 0x20 {
 		t.Errorf("IP_TOS %#x after restore", v)
+	}
+	if v, _ := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_RCVBUF); v != 200000 {
+		t.Errorf("SO_RCVBUF %d after restore, want 200000", v)
 	}
 	if _, err := f.Write([]byte("ping")); err != nil {
 		t.Fatal(err)

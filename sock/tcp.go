@@ -270,7 +270,9 @@ func FinishTCP(fd int, c *TCPConn) error {
 		}
 		rest = rest[n:]
 	}
-	return nil
+	// Buffer sizes after the unsent bytes are queued: the restored queue
+	// may count a little more than the original did against a small one.
+	return c.Opts.applyBuffers(fd)
 }
 
 func fillQueue(fd, queue int, data []byte) error {

@@ -1,6 +1,7 @@
 package sock
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -34,6 +35,20 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 		if err := unix.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Buffer sizes the program chose come back; autotuned ones are not
+	// stored (the client's, whose size nobody set).
+	if err := errors.Join(unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 40000),
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 50000)); err != nil {
+		t.Fatal(err)
+	}
+	if cf, err := client.(*net.TCPConn).File(); err != nil {
+		t.Fatal(err)
+	} else {
+		if o := inspectOptions(int(cf.Fd()), unix.AF_INET, unix.IPPROTO_TCP); o != nil && (o.SndBuf != 0 || o.RcvBuf != 0) {
+			t.Errorf("autotuned buffers stored: %+v", o)
+		}
+		cf.Close()
 	}
 	// Wait until "to-server" is in the server's receive queue.
 	for i := 0; i < 500; i++ {
@@ -75,6 +90,11 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 77}, {unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 9000}, {unix.IPPROTO_IP, unix.IP_TOS, 0x10}} {
 		if v, err := unix.GetsockoptInt(nfd, o[0], o[1]); err != nil || v != o[2] {
 			t.Errorf("option %d/%d: %d, %v; want %d", o[0], o[1], v, err, o[2])
+		}
+	}
+	for _, o := range [][2]int{{unix.SO_SNDBUF, 80000}, {unix.SO_RCVBUF, 100000}} {
+		if v, err := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, o[0]); err != nil || v != o[1] {
+			t.Errorf("buffer option %d: %d, %v; want %d", o[0], v, err, o[1])
 		}
 	}
 	restored := os.NewFile(uintptr(nfd), "restored")
