@@ -33,6 +33,8 @@ type State struct {
 	// Peer is the address a connected UDP socket sends to.
 	Peer string   `json:"peer,omitempty"`
 	Opts *Options `json:"opts,omitempty"`
+	// Queue holds the datagrams a UDP socket had not read yet.
+	Queue []Datagram `json:"queue,omitempty"`
 }
 
 // Kind names the socket the way error messages do: tcp, udp6, unix, ...
@@ -117,7 +119,9 @@ func Inspect(fd int) (*State, error) {
 			}
 		}
 	} else if s.Protocol == unix.IPPROTO_UDP && waiting(fd) {
-		return nil, fmt.Errorf("datagrams waiting to be read: %w", ErrUnsupported)
+		if s.Queue, err = peekDatagrams(fd, s.Family); err != nil {
+			return nil, err
+		}
 	} else if s.Protocol == unix.IPPROTO_TCP && s.Addr != "" && !strings.HasSuffix(s.Addr, ":0") {
 		return nil, fmt.Errorf("a bound, unconnected TCP socket: %w", ErrUnsupported)
 	}
@@ -198,6 +202,12 @@ func Create(s *State, flags int) (int, error) {
 	if err := configure(fd, s); err != nil {
 		unix.Close(fd)
 		return -1, err
+	}
+	if len(s.Queue) > 0 {
+		if err := requeue(fd, s.Queue); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
 	}
 	return fd, nil
 }

@@ -7,11 +7,9 @@
  * then each is accepted, greeted ("hello-extra") and DIR/extra written; the next check
  * says "bye-extra" to it and closes it. */
 #include "proto.h"
-#include <arpa/inet.h>
+#include "inet.h"
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 
 static int lfd, conn = -1, extra = -1;
 static char want[256];
@@ -88,16 +86,7 @@ static void check(char *ok, size_t n) {
 
 int main(int argc, char **argv) {
 	proto_init(argc, argv);
-	lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	if (argc > 2 && inet_pton(AF_INET, argv[2], &a.sin_addr) != 1)
-		fail("bad address %s", argv[2]);
-	socklen_t len = sizeof a;
-	if (bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 4) || getsockname(lfd, (struct sockaddr *)&a, &len))
-		return 2;
+	lfd = inet_ready(SOCK_STREAM, argc, argv);
 	fcntl(lfd, F_SETFL, O_NONBLOCK);
-	char extra[32];
-	snprintf(extra, sizeof extra, "port=%d\n", ntohs(a.sin_port));
-	proto_ready(extra);
 	proto_loop(check, tick);
 }
