@@ -131,15 +131,6 @@ type tcpSocket struct {
 	repairing bool
 }
 
-func isEstablishedTCP(fd int) bool {
-	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	if proto != unix.IPPROTO_TCP {
-		return false
-	}
-	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	return err == nil && ti.State == unix.BPF_TCP_ESTABLISHED
-}
-
 // collectTCP locks the network for every established connection, then
 // reads each in repair mode.
 func (d *dumper) collectTCP() error {
@@ -310,7 +301,7 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 		if err != nil {
 			return fail(link, fmt.Errorf("pidfd_getfd: %w", err))
 		}
-		if isEstablishedTCP(dup) {
+		if sock.CarriedTCP(dup) {
 			// Read later, behind the network lock; the duplicate stays open
 			// until the process is gone or resumed.
 			f.Kind = FileTCP

@@ -217,7 +217,7 @@ const (
 	FileInotify  = "inotify"
 	FileTTY      = "tty" // a terminal (--shell-job): attached to the restorer's terminal
 	FileSocket   = "socket"
-	FileTCP      = "tcp" // an established connection (TCP_REPAIR)
+	FileTCP      = "tcp" // an established or half-closed connection (TCP_REPAIR)
 	// FileMemfd is a memfd: contents carried as a blob, name and seals
 	// kept (Path is "/memfd:NAME").
 	FileMemfd = "memfd"

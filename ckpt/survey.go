@@ -118,7 +118,7 @@ func (s *Survey) surveyFDs(fs proc.FS, pid int, addPath func(string)) {
 			continue
 		}
 		if strings.HasPrefix(link, "socket:") {
-			s.TCP = s.TCP || peekEstablishedTCP(pid, fd)
+			s.TCP = s.TCP || peekTCPConn(pid, fd)
 			continue
 		}
 		if strings.HasPrefix(link, "/dev/pts/") || strings.HasPrefix(link, "/dev/tty") || link == "/dev/console" {
@@ -135,9 +135,9 @@ func (s *Survey) surveyFDs(fs proc.FS, pid int, addPath func(string)) {
 	}
 }
 
-// peekEstablishedTCP looks at a socket of another process through a copy
+// peekTCPConn looks at a socket of another process through a copy
 // of its descriptor.
-func peekEstablishedTCP(pid, fd int) bool {
+func peekTCPConn(pid, fd int) bool {
 	pidfd, err := unix.PidfdOpen(pid, 0)
 	if err != nil {
 		return false
@@ -148,7 +148,7 @@ func peekEstablishedTCP(pid, fd int) bool {
 		return false
 	}
 	defer unix.Close(local)
-	return isEstablishedTCP(local)
+	return sock.CarriedTCP(local)
 }
 
 // Check lists, one line each, why this machine cannot restore the

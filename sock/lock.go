@@ -14,6 +14,10 @@ type Conn struct {
 	LocalPort, PeerPort uint16
 }
 
+// PacketMark is the SO_MARK of packets relocate forges; the lock lets them
+// through.
+const PacketMark = 0x72656c6f // "relo"
+
 // Lock drops every packet of a set of TCP connections, in and out, so that
 // the peer's retransmissions meet silence instead of a reset while the
 // connection has no socket, and the opening SYN of new connections to a
@@ -41,6 +45,15 @@ func NewLock(name string, conns []Conn, listening []uint16) (*Lock, error) {
 		Hooknum: nftables.ChainHookInput, Priority: &prio, Policy: &policy})
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookOutput, Priority: &prio, Policy: &policy})
+	// Packets relocate itself forges to rebuild a connection's state (a
+	// peer's FIN) carry PacketMark and pass.
+	for _, ch := range []*nftables.Chain{in, out} {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, PacketMark)},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}})
+	}
 	for _, k := range conns {
 		// Incoming: from the peer's port to ours; outgoing: the reverse.
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: dropPorts(k.PeerPort, k.LocalPort)})

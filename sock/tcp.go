@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,12 +23,14 @@ const (
 	tcpiOptWscale     = 4 // TCPI_OPT_WSCALE
 )
 
-// TCPConn is an established TCP connection as TCP_REPAIR reads it.
+// TCPConn is an established or half-closed TCP connection as TCP_REPAIR
+// reads it.
 type TCPConn struct {
 	Local     string    `json:"local"` // ip:port
 	Peer      string    `json:"peer"`
-	SendSeq   uint32    `json:"send_seq"` // sequence number of the first byte of SendQueue
-	RecvSeq   uint32    `json:"recv_seq"` // of the first byte of RecvQueue
+	State     string    `json:"state,omitempty"` // a half-closed state (finStates); "" for ESTABLISHED
+	SendSeq   uint32    `json:"send_seq"`        // sequence number of the first byte of SendQueue
+	RecvSeq   uint32    `json:"recv_seq"`        // of the first byte of RecvQueue
 	SendQueue []byte    `json:"send_queue,omitempty"`
 	Unsent    int       `json:"unsent"` // trailing bytes of SendQueue never sent
 	RecvQueue []byte    `json:"recv_queue,omitempty"`
@@ -40,6 +43,54 @@ type TCPConn struct {
 	Timestamp uint32    `json:"timestamp"`
 	Window    [5]uint32 `json:"window"` // struct tcp_repair_window
 	Opts      *Options  `json:"opts,omitempty"`
+}
+
+// finState says which FINs a half-closed connection holds. TCP_REPAIR
+// has no way to set them: they are rebuilt the way they came about, our
+// FIN by a shutdown in repair mode, the peer's FIN (and its ACK of ours)
+// by a forged packet from the peer.
+type finState struct {
+	name      string
+	state     uint8 // as tcp_info reports it
+	sent      bool  // we sent a FIN (it follows the send queue's data)
+	acked     bool  // the peer acknowledged it
+	recv      bool  // the peer's FIN came in (after the receive queue's data)
+	peerFirst bool  // the peer's FIN came before ours
+}
+
+const tcpCloseWait = 8
+
+// finStates are the half-closed states carried, by tcp_info state.
+var finStates = map[uint8]finState{
+	4:            {name: "FIN_WAIT1", state: 4, sent: true},
+	5:            {name: "FIN_WAIT2", state: 5, sent: true, acked: true},
+	tcpCloseWait: {name: "CLOSE_WAIT", state: tcpCloseWait, recv: true},
+	9:            {name: "LAST_ACK", state: 9, sent: true, recv: true, peerFirst: true},
+	11:           {name: "CLOSING", state: 11, sent: true, recv: true},
+}
+
+func finStateNamed(name string) (finState, bool) {
+	for _, f := range finStates {
+		if f.name == name {
+			return f, true
+		}
+	}
+	return finState{}, name == ""
+}
+
+// CarriedTCP reports whether fd is a TCP connection TCP_REPAIR can carry:
+// established, or half-closed in one of finStates.
+func CarriedTCP(fd int) bool {
+	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+	if proto != unix.IPPROTO_TCP {
+		return false
+	}
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return false
+	}
+	_, half := finStates[ti.State]
+	return ti.State == unix.BPF_TCP_ESTABLISHED || half
 }
 
 func setInt(fd, opt, v int) error {
@@ -62,8 +113,9 @@ func InspectTCP(fd int) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if ti.State != unix.BPF_TCP_ESTABLISHED {
-		return nil, fmt.Errorf("a TCP connection in state %s (only established ones are carried): %w", tcpStateName(fd), ErrUnsupported)
+	fin, half := finStates[ti.State]
+	if ti.State != unix.BPF_TCP_ESTABLISHED && !half {
+		return nil, fmt.Errorf("a TCP connection in state %s: %w", tcpStateName(fd), ErrUnsupported)
 	}
 	local, err := unix.Getsockname(fd)
 	if err != nil {
@@ -77,7 +129,7 @@ func InspectTCP(fd int) (*TCPConn, error) {
 	if _, ok := local.(*unix.SockaddrInet6); ok {
 		family = unix.AF_INET6
 	}
-	c := &TCPConn{Local: addrString(local), Peer: addrString(peer), Opts: inspectOptions(fd, family, unix.IPPROTO_TCP)}
+	c := &TCPConn{Local: addrString(local), Peer: addrString(peer), State: fin.name, Opts: inspectOptions(fd, family, unix.IPPROTO_TCP)}
 	var qerr error
 	if c.RecvQueue, c.RecvSeq, qerr = readQueue(fd, tcpRecvQueue, unix.SIOCINQ); qerr != nil {
 		return nil, qerr
@@ -88,6 +140,18 @@ func InspectTCP(fd int) (*TCPConn, error) {
 	if c.Unsent, err = unix.IoctlGetInt(fd, unix.SIOCOUTQNSD); err != nil {
 		return nil, fmt.Errorf("SIOCOUTQNSD: %w", err)
 	}
+	// A FIN takes a sequence number after the data: the queues' sequence
+	// numbers count it, their bytes do not.
+	if fin.recv {
+		c.RecvSeq--
+	}
+	if fin.sent {
+		c.SendSeq--
+		if c.Unsent > 0 {
+			c.Unsent-- // the FIN itself waits behind unsent data
+		}
+	}
+	c.Unsent = min(c.Unsent, len(c.SendQueue))
 	if c.MSS, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_MAXSEG); err != nil {
 		return nil, err
 	}
@@ -235,21 +299,103 @@ func buildTCP(fd, family int, c *TCPConn, local, peer netip.AddrPort) error {
 	if err := fillQueue(fd, tcpRecvQueue, c.RecvQueue); err != nil {
 		return err
 	}
+	fin, ok := finStateNamed(c.State)
+	if !ok {
+		return fmt.Errorf("TCP state %q: %w", c.State, ErrUnsupported)
+	}
 	sent := len(c.SendQueue) - c.Unsent
 	if sent < 0 || c.Unsent < 0 {
 		return errors.New("TCP state: more unsent bytes than queued")
 	}
+	if fin.sent {
+		// The FIN must follow every byte: bytes never sent go as sent
+		// ones, which retransmission delivers.
+		sent = len(c.SendQueue)
+	}
 	if err := fillQueue(fd, tcpSendQueue, c.SendQueue[:sent]); err != nil {
 		return err
 	}
-	win := make([]byte, 20)
-	for i, v := range c.Window {
-		binary.LittleEndian.PutUint32(win[4*i:], v)
+	win := c.Window
+	if fin.recv {
+		// The window was read with the peer's FIN counted in rcv_nxt;
+		// until the FIN is replayed, rcv_nxt is one short.
+		win[4]--
+		win[3]++
 	}
-	if err := setsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, win); err != nil {
+	wb := make([]byte, 20)
+	for i, v := range win {
+		binary.LittleEndian.PutUint32(wb[4*i:], v)
+	}
+	if err := setsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, wb); err != nil {
 		return fmt.Errorf("TCP_REPAIR_WINDOW: %w", err)
 	}
+	if c.State != "" {
+		return rebuildFINs(fd, c, fin, local, peer)
+	}
 	return nil
+}
+
+// rebuildFINs takes a connection rebuilt as established to its
+// half-closed state, in the order the FINs came about: our FIN first
+// unless the peer's came first (LAST_ACK), then the peer's acknowledgment
+// of ours (FIN_WAIT2). The forged packets carry PacketMark past the
+// network lock.
+func rebuildFINs(fd int, c *TCPConn, fin finState, local, peer netip.AddrPort) error {
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	recvEnd := c.RecvSeq + uint32(len(c.RecvQueue)) // the peer's FIN, if any
+	sendEnd := c.SendSeq + uint32(len(c.SendQueue)) // ours
+	window := uint16(min(c.Window[1]>>c.SndWscale, 0xffff))
+	shutdown := func() error {
+		// Queued as already sent: no transmission now; the retransmit
+		// timer sends it again if it was not acknowledged.
+		if err := setInt(fd, unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+			return err
+		}
+		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+			return fmt.Errorf("shutdown (repair): %w", err)
+		}
+		return nil
+	}
+	if fin.sent && !fin.peerFirst {
+		if err := shutdown(); err != nil {
+			return err
+		}
+	}
+	if fin.recv {
+		pkt := tcpPacket(peer, local, recvEnd, c.SendSeq, tcpFIN|tcpACK, window)
+		if err := sendRaw(pkt, local.Addr()); err != nil {
+			return fmt.Errorf("replay the peer's FIN: %w", err)
+		}
+		if fin.peerFirst {
+			if err := waitState(fd, tcpCloseWait); err != nil {
+				return err
+			}
+			if err := shutdown(); err != nil {
+				return err
+			}
+		}
+		recvEnd++
+	}
+	if fin.acked {
+		pkt := tcpPacket(peer, local, recvEnd, sendEnd+1, tcpACK, window)
+		if err := sendRaw(pkt, local.Addr()); err != nil {
+			return fmt.Errorf("replay the peer's ACK of our FIN: %w", err)
+		}
+	}
+	return waitState(fd, fin.state)
+}
+
+// waitState waits until the connection is in state want: a forged packet
+// is processed in softirq context.
+func waitState(fd int, want uint8) error {
+	for wait := 100 * time.Microsecond; wait < time.Second; wait *= 2 {
+		if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.State == want {
+			return nil
+		}
+		time.Sleep(wait)
+	}
+	return fmt.Errorf("rebuild TCP state %s: the connection is in %s", finStates[want].name, tcpStateName(fd))
 }
 
 // FinishTCP takes a socket made by CreateTCP out of repair mode and sends
@@ -263,7 +409,11 @@ func FinishTCP(fd int, c *TCPConn) error {
 	if err := c.Opts.apply(fd, family, unix.IPPROTO_TCP); err != nil {
 		return err
 	}
-	for rest := c.SendQueue[len(c.SendQueue)-c.Unsent:]; len(rest) > 0; {
+	rest := c.SendQueue[len(c.SendQueue)-c.Unsent:]
+	if fin, _ := finStateNamed(c.State); fin.sent {
+		rest = nil // queued before the FIN, as sent bytes
+	}
+	for len(rest) > 0 {
 		n, err := unix.SendmsgN(fd, rest, nil, nil, unix.MSG_DONTWAIT)
 		if err != nil {
 			return fmt.Errorf("send unsent bytes: %w", err)

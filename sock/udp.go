@@ -95,47 +95,24 @@ func origDst(oob []byte) (string, error) {
 // afterwards: a datagram the kernel dropped (a smaller receive buffer
 // here) fails the restore rather than going missing.
 func requeue(fd int, q []Datagram) error {
-	raws := map[bool]int{}
-	defer func() {
-		for _, r := range raws {
-			unix.Close(r)
-		}
-	}()
 	for i, d := range q {
 		from, err1 := netip.ParseAddrPort(d.From)
 		to, err2 := netip.ParseAddrPort(d.To)
 		if err := errors.Join(err1, err2); err != nil {
 			return fmt.Errorf("queued datagram %d: %w", i, err)
 		}
-		v4 := from.Addr().Unmap().Is4()
+		src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		dst := to.Addr().Unmap()
-		if v4 != dst.Is4() {
+		if src.Addr().Is4() != dst.Is4() {
 			return fmt.Errorf("queued datagram %d: from %s to %s: mixed address families", i, d.From, d.To)
 		}
 		if !isLocal(dst) {
 			dst = netip.IPv6Loopback()
-			if v4 {
+			if src.Addr().Is4() {
 				dst = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 			}
 		}
-		src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		pkt := udpPacket(src, netip.AddrPortFrom(dst, to.Port()), d.Data)
-		raw, ok := raws[v4]
-		if !ok {
-			family := unix.AF_INET6
-			if v4 {
-				family = unix.AF_INET
-			}
-			if raw, err1 = unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err1 != nil {
-				return fmt.Errorf("raw socket to requeue datagrams: %w", err1)
-			}
-			raws[v4] = raw
-		}
-		var sa unix.Sockaddr = &unix.SockaddrInet6{Addr: dst.As16()}
-		if v4 {
-			sa = &unix.SockaddrInet4{Addr: dst.As4()}
-		}
-		if err := unix.Sendto(raw, pkt, 0, sa); err != nil {
+		if err := sendRaw(udpPacket(src, netip.AddrPortFrom(dst, to.Port()), d.Data), dst); err != nil {
 			return fmt.Errorf("requeue datagram %d (%s -> %s): %w", i, src, dst, err)
 		}
 	}
@@ -199,57 +176,4 @@ func isLocal(a netip.Addr) bool {
 	}
 	defer unix.Close(fd)
 	return unix.Bind(fd, sa) == nil
-}
-
-// udpPacket builds an IPv4 or IPv6 packet carrying one UDP datagram.
-func udpPacket(src, dst netip.AddrPort, payload []byte) []byte {
-	udp := make([]byte, 8+len(payload))
-	binary.BigEndian.PutUint16(udp[0:], src.Port())
-	binary.BigEndian.PutUint16(udp[2:], dst.Port())
-	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
-	copy(udp[8:], payload)
-	s, d := src.Addr().AsSlice(), dst.Addr().AsSlice()
-	// The checksum covers a pseudo-header: addresses, protocol, length.
-	sum := onesSum(onesSum(onesSum(0, s), d), []byte{0, unix.IPPROTO_UDP, byte(len(udp) >> 8), byte(len(udp))})
-	c := ^fold(onesSum(sum, udp))
-	if c == 0 {
-		c = 0xffff // zero means "no checksum"
-	}
-	binary.BigEndian.PutUint16(udp[6:], c)
-	if src.Addr().Is4() {
-		ip := make([]byte, 20, 20+len(udp))
-		ip[0] = 0x45 // version 4, 5-word header; checksum and id: the kernel's
-		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
-		ip[8] = 64
-		ip[9] = unix.IPPROTO_UDP
-		copy(ip[12:], s)
-		copy(ip[16:], d)
-		return append(ip, udp...)
-	}
-	ip := make([]byte, 40, 40+len(udp))
-	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(udp)))
-	ip[6] = unix.IPPROTO_UDP
-	ip[7] = 64
-	copy(ip[8:], s)
-	copy(ip[24:], d)
-	return append(ip, udp...)
-}
-
-// onesSum adds b as big-endian 16-bit words to sum (the Internet checksum).
-func onesSum(sum uint32, b []byte) uint32 {
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	return sum
-}
-
-func fold(sum uint32) uint16 {
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
 }

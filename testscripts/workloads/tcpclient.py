@@ -5,7 +5,9 @@ the file "send-more" appears it sends another line (while the server may
 be gone: the network lock must hold it); when "go" appears it reads the
 server's greeting and the reply it sends after the restore, and prints
 "client: OK" or "client: FAIL ...". Bounded: 60 s in all. argv[2], if
-given, is the server's address (default 127.0.0.1)."""
+given, is the server's address (default 127.0.0.1); argv[3] "half-close"
+shuts down its sending side after the second line (the server's socket
+goes to CLOSE_WAIT)."""
 import os
 import re
 import socket
@@ -32,6 +34,8 @@ open("connected", "w").close()
 try:
     wait_for("send-more")
     s.sendall(b"more\n")
+    if sys.argv[3:] == ["half-close"]:
+        s.shutdown(socket.SHUT_WR)
     open("sent-more", "w").close()
     wait_for("go")
     want = b"hello-from-server\nreply-after-restore\n"

@@ -1,11 +1,12 @@
 /* tcpserver: accepts one client and greets it, then reads nothing until
  * asked: at a checkpoint the client's bytes sit unread in the receive
  * queue. The check reads what the client sent (waiting up to 10 s for
- * retransmissions), answers, and checks the reply went out. argv[2], if
- * given, is the IPv4 address to listen on (default 127.0.0.1).
- * Later clients wait in the accept queue until DIR/accept-more appears;
- * then each is accepted, greeted ("hello-extra") and DIR/extra written; the next check
- * says "bye-extra" to it and closes it. */
+ * retransmissions) and whether EOF follows, answers, and checks the reply
+ * went out. argv[2], if given, is the IPv4 address to listen on (default
+ * 127.0.0.1). Later clients wait in the accept queue until
+ * DIR/accept-more appears; then each is accepted, greeted ("hello-extra")
+ * and DIR/extra written; the next check says "bye-extra" to it and closes
+ * it. */
 #include "proto.h"
 #include "inet.h"
 #include <fcntl.h>
@@ -70,10 +71,12 @@ static void check(char *ok, size_t n) {
 	}
 	if (have != need || memcmp(got, expect, need))
 		fail("received %zu bytes %.*s", have, (int)have, got);
+	char c;
+	int eof = recv(conn, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0; /* the client shut down its side */
 	const char reply[] = "reply-after-restore\n";
 	if (write(conn, reply, sizeof reply - 1) != sizeof reply - 1)
 		fail("reply: %s", strerror(errno));
-	snprintf(ok, n, "received %zu bytes", have);
+	snprintf(ok, n, "received %zu bytes%s", have, eof ? ", then EOF" : "");
 	if (extra >= 0) {
 		const char bye[] = "bye-extra\n";
 		if (write(extra, bye, sizeof bye - 1) != sizeof bye - 1)
