@@ -35,6 +35,11 @@ type State struct {
 	Opts *Options `json:"opts,omitempty"`
 	// Queue holds the datagrams a UDP socket had not read yet.
 	Queue []Datagram `json:"queue,omitempty"`
+	// Ended is a TCP socket whose connection had ended (reset, or closed
+	// by both sides) before the program closed it. It comes back as a
+	// socket with no connection: reads fail (ENOTCONN), poll reports a
+	// hang-up, and the program closes it as it would have.
+	Ended bool `json:"ended,omitempty"`
 }
 
 // Kind names the socket the way error messages do: tcp, udp6, unix, ...
@@ -122,6 +127,8 @@ func Inspect(fd int) (*State, error) {
 		if s.Queue, err = peekDatagrams(fd, s.Family); err != nil {
 			return nil, err
 		}
+	} else if s.Protocol == unix.IPPROTO_TCP && ended(fd) {
+		s.Ended, s.Addr = true, ""
 	} else if s.Protocol == unix.IPPROTO_TCP && s.Addr != "" && !strings.HasSuffix(s.Addr, ":0") {
 		return nil, fmt.Errorf("a bound, unconnected TCP socket: %w", ErrUnsupported)
 	}
@@ -142,6 +149,15 @@ func Inspect(fd int) (*State, error) {
 		s.Opts = inspectOptions(fd, s.Family, s.Protocol)
 	}
 	return &s, nil
+}
+
+// ended reports whether fd is a TCP socket in state CLOSE that once had a
+// connection: segments went in or out (a fresh or merely bound socket
+// has none).
+func ended(fd int) bool {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	const tcpClose = 7
+	return err == nil && ti.State == tcpClose && (ti.Segs_in > 0 || ti.Segs_out > 0)
 }
 
 // tcpStateName names the state of a TCP socket, for messages.

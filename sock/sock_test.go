@@ -171,3 +171,72 @@ func TestConnectedUDPRoundTrip(t *testing.T) {
 		t.Fatalf("restored socket read %q, %v", buf[:n], err)
 	}
 }
+
+// TestEndedTCP: a connection the peer reset, or that both sides closed,
+// while the program still holds its socket comes back as a socket with no
+// connection: a read fails and poll reports a hang-up. A bound socket
+// that never connected is still refused (control).
+func TestEndedTCP(t *testing.T) {
+	for _, how := range []string{"reset", "closed"} {
+		t.Run(how, func(t *testing.T) {
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			client, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, _ := sc.(*net.TCPConn).File()
+			sc.Close()
+			defer f.Close()
+			fd := int(f.Fd())
+			if how == "reset" {
+				client.(*net.TCPConn).SetLinger(0)
+				client.Close()
+			} else {
+				client.Close()
+				time.Sleep(20 * time.Millisecond)
+				unix.Shutdown(fd, unix.SHUT_WR)
+			}
+			for i := 0; i < 500 && tcpStateName(fd) != "CLOSE"; i++ {
+				time.Sleep(time.Millisecond)
+			}
+			st, err := Inspect(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.Ended || st.Addr != "" {
+				t.Fatalf("state %+v", st)
+			}
+			nfd, err := Create(st, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(nfd)
+			if _, err := unix.Read(nfd, make([]byte, 1)); !errors.Is(err, unix.ENOTCONN) {
+				t.Errorf("read: %v, want ENOTCONN", err)
+			}
+			p := []unix.PollFd{{Fd: int32(nfd), Events: unix.POLLIN}}
+			if _, err := unix.Poll(p, 0); err != nil || p[0].Revents&unix.POLLHUP == 0 {
+				t.Errorf("poll: %#x, %v; want POLLHUP", p[0].Revents, err)
+			}
+		})
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(fd); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("bound, never connected: %v", err)
+	}
+}
