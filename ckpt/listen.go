@@ -98,7 +98,7 @@ func findListeners(fs proc.FS, root int) *listeners {
 
 // tcpListenPort reports the port of a listening TCP socket.
 func tcpListenPort(fd int) (uint16, bool) {
-	if proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); proto != unix.IPPROTO_TCP {
+	if proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); !sock.IsTCP(proto) {
 		return 0, false
 	}
 	if acc, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc != 1 {

@@ -75,7 +75,7 @@ func (sh *shared) lockNet() error {
 func (sh *shared) listenPorts() []uint16 {
 	var out []uint16
 	for _, f := range sh.cp.Files {
-		if f.Kind == FileSocket && f.Socket != nil && f.Socket.Listening && f.Socket.Protocol == unix.IPPROTO_TCP {
+		if f.Kind == FileSocket && f.Socket != nil && f.Socket.Listening && sock.IsTCP(f.Socket.Protocol) {
 			if p := port(f.Socket.Addr); p != 0 && !slices.Contains(out, p) {
 				out = append(out, p)
 			}

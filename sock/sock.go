@@ -85,9 +85,14 @@ func Inspect(fd int) (*State, error) {
 	switch {
 	case s.Family == unix.AF_INET || s.Family == unix.AF_INET6:
 		if s.Protocol == unix.IPPROTO_MPTCP {
-			return nil, fmt.Errorf("MPTCP (Go's net package uses it for listeners by default; GODEBUG=multipathtcp=0 avoids it): %w", ErrUnsupported)
-		}
-		if s.Protocol != unix.IPPROTO_TCP && s.Protocol != unix.IPPROTO_UDP {
+			// A listener is carried (Go's net package makes its
+			// listeners MPTCP); connections from clients that speak
+			// plain TCP are plain TCP sockets. An MPTCP connection has
+			// no TCP_REPAIR.
+			if acc, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); acc != 1 {
+				return nil, fmt.Errorf("an MPTCP connection (Go programs: GODEBUG=multipathtcp=0 turns MPTCP off): %w", ErrUnsupported)
+			}
+		} else if s.Protocol != unix.IPPROTO_TCP && s.Protocol != unix.IPPROTO_UDP {
 			return nil, ErrUnsupported
 		}
 	case s.Family == unix.AF_UNIX:
@@ -118,7 +123,7 @@ func Inspect(fd int) (*State, error) {
 			return nil, ErrAcceptQueue
 		}
 		s.Backlog = unix.SOMAXCONN
-		if s.Protocol == unix.IPPROTO_TCP {
+		if IsTCP(s.Protocol) {
 			if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 				s.Backlog = int(ti.Sacked) // sk_max_ack_backlog for a listener
 			}
@@ -174,6 +179,9 @@ func tcpStateName(fd int) string {
 	return fmt.Sprint(ti.State)
 }
 
+// IsTCP reports whether proto is TCP, or MPTCP (TCP underneath).
+func IsTCP(proto int) bool { return proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_MPTCP }
+
 // waiting reports whether the socket has something to read: a pending
 // connection on a listener, a datagram on a UDP socket.
 func waiting(fd int) bool {
@@ -212,6 +220,12 @@ func Create(s *State, flags int) (int, error) {
 		typ |= unix.SOCK_NONBLOCK
 	}
 	fd, err := unix.Socket(s.Family, typ, s.Protocol)
+	if err != nil && s.Protocol == unix.IPPROTO_MPTCP {
+		// No MPTCP here (net.mptcp.enabled=0, or an older kernel): a
+		// plain TCP listener serves the same clients, as Go itself
+		// falls back.
+		fd, err = unix.Socket(s.Family, typ, unix.IPPROTO_TCP)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)
 	}

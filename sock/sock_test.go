@@ -240,3 +240,64 @@ func TestEndedTCP(t *testing.T) {
 		t.Fatalf("bound, never connected: %v", err)
 	}
 }
+
+// TestMPTCPListener: an MPTCP listener (what Go's net.Listen makes) is
+// carried and accepts plain TCP clients, whose connections are plain TCP;
+// a connection whose client spoke MPTCP too is refused with a way out.
+func TestMPTCPListener(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_MPTCP)
+	if err != nil {
+		t.Skipf("no MPTCP here: %v", err)
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := errors.Join(unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}), unix.Listen(fd, 9)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Inspect(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Protocol != unix.IPPROTO_MPTCP || !st.Listening {
+		t.Fatalf("state %+v", st)
+	}
+	nfd, err := Create(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nfd)
+	if p, _ := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_PROTOCOL); p != unix.IPPROTO_MPTCP {
+		t.Errorf("restored listener protocol %d", p)
+	}
+	c, err := net.Dial("tcp", st.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	afd, _, err := unix.Accept(nfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(afd)
+	if !CarriedTCP(afd) {
+		t.Errorf("a plain TCP client's connection is not carried")
+	}
+
+	mc, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_MPTCP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(mc)
+	sa, _ := unix.Getsockname(nfd)
+	if err := unix.Connect(mc, sa); err != nil {
+		t.Fatal(err)
+	}
+	mfd, _, err := unix.Accept(nfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(mfd)
+	if _, err := Inspect(mfd); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "GODEBUG=multipathtcp=0") {
+		t.Fatalf("MPTCP connection: %v", err)
+	}
+}

@@ -1,10 +1,14 @@
 // Command goticker is a Go workload for relocate's tests: the Go runtime
-// holds an epoll and an eventfd, runs several threads and uses signals. It
-// follows the ready/check/verdict protocol of the C workloads.
+// holds an epoll and an eventfd, runs several threads and uses signals,
+// and an HTTP server listens on 127.0.0.1 (an MPTCP listener: Go's
+// default) and answers "hit N". It follows the ready/check/verdict
+// protocol of the C workloads; ready also has "port=".
 package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -48,7 +52,15 @@ func main() {
 		}
 		return fmt.Sprintf("OK ticks=%d", ticks.Load())
 	}
-	write("ready", fmt.Sprintf("pid=%d\n", os.Getpid()))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	var hits atomic.Int64
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hit %d\n", hits.Add(1))
+	}))
+	write("ready", fmt.Sprintf("pid=%d\nport=%d\n", os.Getpid(), ln.Addr().(*net.TCPAddr).Port))
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "check")); err == nil {
 			write("verdict", check()+"\n")
