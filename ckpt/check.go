@@ -97,6 +97,9 @@ func Check() []Capability {
 	err = sock.LockAvailable()
 	add("nftables", err == nil, errDetail(err, "netlink nftables works"), "established TCP connections (the network lock)", false)
 
+	err = sock.RawAvailable()
+	add("raw sockets", err == nil, errDetail(err, "IPv4 and IPv6, marked"), "half-closed TCP connections and queued UDP datagrams", false)
+
 	err = probeUffdWP()
 	if err == nil {
 		err = probePagemapScan()

@@ -74,6 +74,23 @@ func tcpPacket(src, dst netip.AddrPort, seq, ack uint32, flags byte, window uint
 	return ipPacket(unix.IPPROTO_TCP, src.Addr(), dst.Addr(), tcp)
 }
 
+// RawAvailable reports whether forged packets can be sent here (raw
+// sockets of both families with PacketMark).
+func RawAvailable() error {
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, PacketMark)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // sendRaw sends a forged packet to its destination on this host, marked
 // to pass the network lock.
 func sendRaw(pkt []byte, dst netip.Addr) error {
