@@ -129,6 +129,22 @@ func (o *Options) apply(fd, family, proto int) error {
 	return errors.Join(errs...)
 }
 
+// settleBuffers gives a socket whose buffers were enlarged for a restore
+// back to the program's own sizes, locked as it had them, or to
+// autotuning (SO_BUF_LOCK cleared; the sizes only grow from there).
+func (o *Options) settleBuffers(fd int) error {
+	locks := 0
+	if o != nil && o.SndBuf != 0 {
+		locks |= sndBufLock
+	}
+	if o != nil && o.RcvBuf != 0 {
+		locks |= rcvBufLock
+	}
+	// Before 5.14 SO_BUF_LOCK cannot be set: the sizes stay as reserved.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK, locks)
+	return o.applyBuffers(fd)
+}
+
 // applyBuffers sets the buffer sizes the program had chosen. The kernel
 // doubles what it is given, so half goes in; the forcing variants keep
 // the size exact where this host's net.core.[wr]mem_max is lower.

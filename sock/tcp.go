@@ -248,6 +248,9 @@ func buildTCP(fd, family int, c *TCPConn, local, peer netip.AddrPort) error {
 	if err := RepairOn(fd); err != nil {
 		return err
 	}
+	if err := reserveBuffers(fd, c); err != nil {
+		return err
+	}
 	if err := setInt(fd, unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
 		return err
 	}
@@ -399,11 +402,17 @@ func waitState(fd int, want uint8) error {
 }
 
 // FinishTCP takes a socket made by CreateTCP out of repair mode and sends
-// the bytes the process had written but the kernel had not sent yet.
-func FinishTCP(fd int, c *TCPConn) error {
+// the bytes the process had written but the kernel had not sent yet. On
+// an error the socket is back in repair mode: closing it sends nothing.
+func FinishTCP(fd int, c *TCPConn) (err error) {
 	if err := RepairOff(fd); err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			_ = RepairOn(fd)
+		}
+	}()
 	// Options last: keep-alive timers must not run in repair mode.
 	family, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err := c.Opts.apply(fd, family, unix.IPPROTO_TCP); err != nil {
@@ -420,9 +429,29 @@ func FinishTCP(fd int, c *TCPConn) error {
 		}
 		rest = rest[n:]
 	}
-	// Buffer sizes after the unsent bytes are queued: the restored queue
-	// may count a little more than the original did against a small one.
-	return c.Opts.applyBuffers(fd)
+	return c.Opts.settleBuffers(fd)
+}
+
+// reserveBuffers makes the socket's buffers big enough for the queues
+// about to be refilled (a fresh socket's are smaller than the ones
+// autotuning had grown): the kernel would refuse the bytes, or block.
+// settleBuffers hands the sizes back afterwards.
+func reserveBuffers(fd int, c *TCPConn) error {
+	for _, b := range []struct {
+		name       string
+		get, force int
+		need       int
+	}{{"SO_SNDBUFFORCE", unix.SO_SNDBUF, unix.SO_SNDBUFFORCE, len(c.SendQueue)}, {"SO_RCVBUFFORCE", unix.SO_RCVBUF, unix.SO_RCVBUFFORCE, len(c.RecvQueue)}} {
+		cur, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, b.get)
+		want := b.need + 64<<10 // the kernel doubles it: room for per-packet overhead
+		if 2*want <= cur {
+			continue
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, b.force, want); err != nil {
+			return fmt.Errorf("setsockopt %s=%d: %w", b.name, want, err)
+		}
+	}
+	return nil
 }
 
 func fillQueue(fd, queue int, data []byte) error {

@@ -1,7 +1,9 @@
 package sock
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -11,6 +13,56 @@ import (
 
 	"golang.org/x/sys/unix"
 )
+
+// fileOf turns a net.Conn into a file of its own (the conn is closed).
+func fileOf(t *testing.T, c net.Conn) *os.File {
+	t.Helper()
+	f, err := c.(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	return f
+}
+
+// lockOf locks the connection of socket fd, until the test ends.
+func lockOf(t *testing.T, fd int) *Lock {
+	t.Helper()
+	sa, _ := unix.Getsockname(fd)
+	pa, _ := unix.Getpeername(fd)
+	port := func(sa unix.Sockaddr) uint16 { return uint16(sa.(*unix.SockaddrInet4).Port) }
+	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: port(sa), PeerPort: port(pa)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Unlock() })
+	return lock
+}
+
+// checkpointConn does to the connection of f's socket what a dump and a
+// restore do: lock it (unless lock is given), read it in repair mode,
+// close f (which sends nothing) and rebuild it, still in repair mode and
+// locked.
+func checkpointConn(t *testing.T, f *os.File, flags int, lock *Lock) (*TCPConn, int, *Lock) {
+	t.Helper()
+	fd := int(f.Fd())
+	if lock == nil {
+		lock = lockOf(t, fd)
+	}
+	if err := RepairOn(fd); err != nil {
+		t.Fatal(err)
+	}
+	st, err := InspectTCP(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	nfd, err := CreateTCP(st, flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, nfd, lock
+}
 
 // TestTCPRepairRoundTrip: the server end of a loopback connection, with
 // unread bytes in both directions, is read in repair mode, closed (which
@@ -59,27 +111,9 @@ func TestTCPRepairRoundTrip(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 
-	lport := uint16(client.RemoteAddr().(*net.TCPAddr).Port)
-	pport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
-	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: lport, PeerPort: pport}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Unlock()
-	if err := RepairOn(fd); err != nil {
-		t.Fatal(err)
-	}
-	st, err := InspectTCP(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, nfd, lock := checkpointConn(t, f, 0, nil)
 	if string(st.RecvQueue) != "to-server" {
 		t.Fatalf("receive queue %q", st.RecvQueue)
-	}
-	f.Close() // in repair mode: no FIN, no RST
-	nfd, err := CreateTCP(st, 0)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if err := FinishTCP(nfd, st); err != nil {
 		t.Fatal(err)
@@ -190,41 +224,20 @@ func TestTCPHalfClosed(t *testing.T) {
 	} {
 		t.Run(finStates[c.state].name, func(t *testing.T) {
 			_, client, sc := lockedLoopback(t)
-			f, err := sc.(*net.TCPConn).File()
-			if err != nil {
-				t.Fatal(err)
-			}
-			sc.Close()
+			f := fileOf(t, sc)
 			fd := int(f.Fd())
 			var lk *Lock
 			lock := func() {
-				if lk != nil {
-					return
+				if lk == nil {
+					lk = lockOf(t, fd)
 				}
-				lport := uint16(client.RemoteAddr().(*net.TCPAddr).Port)
-				pport := uint16(client.LocalAddr().(*net.TCPAddr).Port)
-				if lk, err = NewLock("relocate-test-half", []Conn{{LocalPort: lport, PeerPort: pport}}, nil); err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { lk.Unlock() })
 			}
 			c.setup(t, client.(*net.TCPConn), fd, lock)
 			waitTCPState(t, fd, c.state)
 			lock()
-			if err := RepairOn(fd); err != nil {
-				t.Fatal(err)
-			}
-			st, err := InspectTCP(fd)
-			if err != nil {
-				t.Fatal(err)
-			}
+			st, nfd, _ := checkpointConn(t, f, 0, lk)
 			if st.State != finStates[c.state].name {
 				t.Fatalf("inspected state %q", st.State)
-			}
-			f.Close() // in repair mode: nothing sent
-			nfd, err := CreateTCP(st, 0)
-			if err != nil {
-				t.Fatal(err)
 			}
 			restored := os.NewFile(uintptr(nfd), "restored")
 			defer restored.Close()
@@ -252,4 +265,113 @@ func waitTCPState(t *testing.T, fd int, want uint8) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("state %s, want %d", tcpStateName(fd), want)
+}
+
+// pattern is the byte stream each side writes: position-dependent, so a
+// lost, doubled or reordered chunk shows.
+func pattern(off, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		x := uint32(off + i)
+		b[i] = byte(x ^ x>>8 ^ x>>16)
+	}
+	return b
+}
+
+// fill writes the pattern to fd until the kernel takes no more.
+func fill(t *testing.T, fd int) int {
+	t.Helper()
+	total := 0
+	for idle := 0; idle < 20; {
+		n, err := unix.Write(fd, pattern(total, 64<<10))
+		if n > 0 {
+			total += n
+			idle = 0
+			continue
+		}
+		if !errors.Is(err, unix.EAGAIN) {
+			t.Fatal(err)
+		}
+		idle++
+		time.Sleep(5 * time.Millisecond) // let loopback drain into the peer
+	}
+	return total
+}
+
+// TestTCPLargeQueues: megabytes in both queues of the server end, most
+// of its send queue never sent (the client stopped reading) and its
+// receive queue larger than a fresh socket holds (the program set a big
+// SO_RCVBUF), come back whole: a fresh socket's buffers would refuse
+// them. Each side then reads every byte the other wrote, in order.
+func TestTCPLargeQueues(t *testing.T) {
+	_, client, sc := lockedLoopback(t)
+	f := fileOf(t, sc)
+	fd := int(f.Fd())
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	cf := fileOf(t, client)
+	defer cf.Close()
+	cfd := int(cf.Fd())
+	unix.SetNonblock(fd, true)
+	unix.SetNonblock(cfd, true)
+	toServer := fill(t, cfd)
+	toClient := fill(t, fd)
+	inq, _ := unix.IoctlGetInt(fd, unix.SIOCINQ)
+	unsent, _ := unix.IoctlGetInt(fd, unix.SIOCOUTQNSD)
+	t.Logf("client wrote %d, server %d; server queues: %d unread, %d unsent", toServer, toClient, inq, unsent)
+	if inq < 1<<20 || unsent < 1<<20 {
+		t.Fatalf("queues too small to test: %d unread, %d unsent", inq, unsent)
+	}
+
+	st, nfd, lock := checkpointConn(t, f, unix.O_NONBLOCK, nil)
+	restored := os.NewFile(uintptr(nfd), "restored")
+	defer restored.Close()
+	if err := FinishTCP(nfd, st); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_RCVBUF); v != 8<<20 {
+		t.Errorf("SO_RCVBUF %d after restore, want the program's 8 MiB", v)
+	}
+	if err := lock.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both directions at once: each side reads while the other's queue
+	// drains. The client keeps writing what did not fit before.
+	done := make(chan error, 1)
+	go func() { done <- drain(cfd, toClient, 30*time.Second) }()
+	if err := drain(nfd, toServer, 30*time.Second); err != nil {
+		t.Fatalf("restored end: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("client: %v", err)
+	}
+}
+
+// drain reads want bytes of the pattern from a non-blocking fd.
+func drain(fd, want int, limit time.Duration) error {
+	buf := make([]byte, 256<<10)
+	deadline := time.Now().Add(limit)
+	for got := 0; got < want; {
+		n, err := unix.Read(fd, buf)
+		if n > 0 {
+			if exp := pattern(got, n); !bytes.Equal(buf[:n], exp) {
+				return fmt.Errorf("bytes %d..%d differ from what was written", got, got+n)
+			}
+			got += n
+			continue
+		}
+		if n == 0 && err == nil {
+			return fmt.Errorf("EOF after %d of %d bytes", got, want)
+		}
+		if !errors.Is(err, unix.EAGAIN) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d bytes", got, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
 }
