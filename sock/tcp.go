@@ -223,8 +223,10 @@ func CreateTCP(c *TCPConn, flags int) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	// An IPv6 socket with IPv4-mapped addresses (a dual-stack listener's
+	// IPv4 client) stays an IPv6 socket: the program knows it as one.
 	family := unix.AF_INET
-	if local.Addr().Is6() && !local.Addr().Is4In6() {
+	if local.Addr().Is6() {
 		family = unix.AF_INET6
 	}
 	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)

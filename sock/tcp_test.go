@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func lockOf(t *testing.T, fd int) *Lock {
 	t.Helper()
 	sa, _ := unix.Getsockname(fd)
 	pa, _ := unix.Getpeername(fd)
-	port := func(sa unix.Sockaddr) uint16 { return uint16(sa.(*unix.SockaddrInet4).Port) }
+	port := func(sa unix.Sockaddr) uint16 { return netip.MustParseAddrPort(addrString(sa)).Port() }
 	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: port(sa), PeerPort: port(pa)}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -374,4 +375,54 @@ func drain(fd, want int, limit time.Duration) error {
 		time.Sleep(time.Millisecond)
 	}
 	return nil
+}
+
+// TestTCPDualStack: a connection an IPv6 dual-stack listener accepted
+// from an IPv4 client (an AF_INET6 socket with IPv4-mapped addresses)
+// comes back as an AF_INET6 socket with the same addresses, and carries
+// data.
+func TestTCPDualStack(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::]:0") // dual-stack
+	if err != nil {
+		t.Skipf("no IPv6: %v", err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", ln.Addr().(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fileOf(t, sc)
+	if d, _ := unix.GetsockoptInt(int(f.Fd()), unix.SOL_SOCKET, unix.SO_DOMAIN); d != unix.AF_INET6 {
+		t.Skipf("accepted socket family %d", d)
+	}
+	before, _ := unix.Getpeername(int(f.Fd()))
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN) for TCP_REPAIR")
+	}
+	st, nfd, lock := checkpointConn(t, f, 0, nil)
+	restored := os.NewFile(uintptr(nfd), "restored")
+	defer restored.Close()
+	if err := FinishTCP(nfd, st); err != nil {
+		t.Fatal(err)
+	}
+	lock.Unlock()
+	if d, _ := unix.GetsockoptInt(nfd, unix.SOL_SOCKET, unix.SO_DOMAIN); d != unix.AF_INET6 {
+		t.Errorf("restored socket family %d, want AF_INET6", d)
+	}
+	if after, _ := unix.Getpeername(nfd); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("peer %v after restore, was %v", after, before)
+	}
+	if _, err := client.Write([]byte("v4 client")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	restored.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(restored, buf); err != nil || string(buf) != "v4 client" {
+		t.Fatalf("restored end read %q, %v", buf, err)
+	}
 }
