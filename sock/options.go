@@ -10,7 +10,8 @@ import (
 
 // Options are the socket options a program commonly sets and expects to
 // keep: keep-alive and its timers, Nagle, the user timeout, TOS/traffic
-// class, linger, mark, priority and buffer sizes. Zero values mean the
+// class, linger, mark, priority, free and transparent binding, and buffer
+// sizes. Zero values mean the
 // default and are not set again. A buffer size is kept only when the
 // program set it (the kernel then locks it: SO_BUF_LOCK); a size TCP's
 // autotuning picked is left to autotuning again, since setting one turns
@@ -26,7 +27,9 @@ type Options struct {
 	Linger      *int `json:"linger,omitempty"`       // seconds, when SO_LINGER is on
 	Mark        int  `json:"mark,omitempty"`
 	Priority    int  `json:"priority,omitempty"`
-	SndBuf      int  `json:"sndbuf,omitempty"` // bytes as SO_SNDBUF reports them (twice what was asked)
+	FreeBind    bool `json:"freebind,omitempty"`    // IP(V6)_FREEBIND: may bind an address not (yet) on the host
+	Transparent bool `json:"transparent,omitempty"` // IP(V6)_TRANSPARENT
+	SndBuf      int  `json:"sndbuf,omitempty"`      // bytes as SO_SNDBUF reports them (twice what was asked)
 	RcvBuf      int  `json:"rcvbuf,omitempty"`
 }
 
@@ -61,8 +64,12 @@ func inspectOptions(fd, family, proto int) *Options {
 	switch family {
 	case unix.AF_INET:
 		o.TOS = get(unix.IPPROTO_IP, unix.IP_TOS)
+		o.FreeBind = get(unix.IPPROTO_IP, unix.IP_FREEBIND) != 0
+		o.Transparent = get(unix.IPPROTO_IP, unix.IP_TRANSPARENT) != 0
 	case unix.AF_INET6:
 		o.TOS = get(unix.IPPROTO_IPV6, unix.IPV6_TCLASS)
+		o.FreeBind = get(unix.IPPROTO_IPV6, unix.IPV6_FREEBIND) != 0
+		o.Transparent = get(unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT) != 0
 	}
 	if locks, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK); err == nil {
 		if locks&sndBufLock != 0 {
@@ -114,6 +121,10 @@ func (o *Options) apply(fd, family, proto int) error {
 	set("SO_PRIORITY", unix.SOL_SOCKET, unix.SO_PRIORITY, o.Priority, o.Priority != 0)
 	set("IP_TOS", unix.IPPROTO_IP, unix.IP_TOS, o.TOS, o.TOS != 0 && family == unix.AF_INET)
 	set("IPV6_TCLASS", unix.IPPROTO_IPV6, unix.IPV6_TCLASS, o.TOS, o.TOS != 0 && family == unix.AF_INET6)
+	set("IP_FREEBIND", unix.IPPROTO_IP, unix.IP_FREEBIND, 1, o.FreeBind && family == unix.AF_INET)
+	set("IP_TRANSPARENT", unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1, o.Transparent && family == unix.AF_INET)
+	set("IPV6_FREEBIND", unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1, o.FreeBind && family == unix.AF_INET6)
+	set("IPV6_TRANSPARENT", unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1, o.Transparent && family == unix.AF_INET6)
 	if o.Linger != nil {
 		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: int32(*o.Linger)}); err != nil {
 			errs = append(errs, fmt.Errorf("setsockopt SO_LINGER: %w", err))

@@ -301,3 +301,35 @@ func TestMPTCPListener(t *testing.T) {
 		t.Fatalf("MPTCP connection: %v", err)
 	}
 }
+
+// TestFreeBindListener: a listener bound with IP_FREEBIND to an address
+// the host does not have (a service address still on its way) comes back:
+// the option is set again before the bind, which would fail without it.
+func TestFreeBindListener(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere := &unix.SockaddrInet4{Addr: [4]byte{192, 0, 2, 77}}
+	if err := errors.Join(unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1), unix.Bind(fd, nowhere), unix.Listen(fd, 4)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Inspect(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Opts == nil || !st.Opts.FreeBind {
+		t.Fatalf("options %+v", st.Opts)
+	}
+	nfd, err := Create(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(nfd)
+	st.Opts.FreeBind = false
+	if nfd, err := Create(st, 0); err == nil {
+		unix.Close(nfd)
+		t.Fatal("control: bound an address the host lacks without IP_FREEBIND")
+	}
+}
