@@ -35,6 +35,10 @@ type State struct {
 	Opts *Options `json:"opts,omitempty"`
 	// Queue holds the datagrams a UDP socket had not read yet.
 	Queue []Datagram `json:"queue,omitempty"`
+	// Connecting is a TCP socket whose connect was under way (SYN_SENT):
+	// it comes back connecting afresh to Peer, from Addr's address where
+	// this host has it (a new port: the old attempt may still live on).
+	Connecting bool `json:"connecting,omitempty"`
 	// Ended is a TCP socket whose connection had ended (reset, or closed
 	// by both sides) before the program closed it. It comes back as a
 	// socket with no connection: reads fail (ENOTCONN), poll reports a
@@ -132,6 +136,16 @@ func Inspect(fd int) (*State, error) {
 		if s.Queue, err = peekDatagrams(fd, s.Family); err != nil {
 			return nil, err
 		}
+	} else if s.Protocol == unix.IPPROTO_TCP && tcpState(fd) == tcpSynSent {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return nil, err
+		}
+		peer, err := tcpPeerByInode(st.Ino)
+		if err != nil {
+			return nil, err
+		}
+		s.Connecting, s.Peer = true, peer.String()
 	} else if s.Protocol == unix.IPPROTO_TCP && ended(fd) {
 		s.Ended, s.Addr = true, ""
 	} else if s.Protocol == unix.IPPROTO_TCP && s.Addr != "" && !strings.HasSuffix(s.Addr, ":0") {
@@ -156,12 +170,25 @@ func Inspect(fd int) (*State, error) {
 	return &s, nil
 }
 
+const (
+	tcpSynSent = 2
+	tcpClose   = 7
+)
+
+// tcpState is tcp_info's state of fd, 0 if it has none.
+func tcpState(fd int) uint8 {
+	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return 0
+	}
+	return ti.State
+}
+
 // ended reports whether fd is a TCP socket in state CLOSE that once had a
 // connection: segments went in or out (a fresh or merely bound socket
 // has none).
 func ended(fd int) bool {
 	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	const tcpClose = 7
 	return err == nil && ti.State == tcpClose && (ti.Segs_in > 0 || ti.Segs_out > 0)
 }
 
@@ -268,6 +295,9 @@ func configure(fd int, s *State) error {
 			return fmt.Errorf("setsockopt TCP_NODELAY: %w", err)
 		}
 	}
+	if s.Connecting {
+		return reconnect(fd, s)
+	}
 	if s.Addr == "" {
 		return nil
 	}
@@ -304,6 +334,37 @@ func configure(fd int, s *State) error {
 		if err := unix.Listen(fd, max(s.Backlog, 1)); err != nil {
 			return fmt.Errorf("listen %s: %w", s.Addr, err)
 		}
+	}
+	return nil
+}
+
+// reconnect starts the connect a checkpointed socket had under way: from
+// the same local address if this host has it, on a new port, without
+// waiting. The program's own connect, interrupted by the freeze and run
+// again, then waits for it (or, non-blocking, polls for it as before).
+func reconnect(fd int, s *State) error {
+	if err := s.Opts.apply(fd, s.Family, s.Protocol); err != nil {
+		return err
+	}
+	if local, err := netip.ParseAddrPort(s.Addr); err == nil {
+		sa, _ := sockaddr(&State{Family: s.Family, Addr: netip.AddrPortFrom(local.Addr(), 0).String()})
+		if err := unix.Bind(fd, sa); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return fmt.Errorf("bind %s: %w", local.Addr(), err)
+		}
+	}
+	psa, err := sockaddr(&State{Family: s.Family, Addr: s.Peer})
+	if err != nil {
+		return err
+	}
+	blocking, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return err
+	}
+	if err := unix.Connect(fd, psa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		return fmt.Errorf("connect %s: %w", s.Peer, err)
+	}
+	if blocking&unix.O_NONBLOCK == 0 {
+		return unix.SetNonblock(fd, false)
 	}
 	return nil
 }

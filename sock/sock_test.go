@@ -2,6 +2,7 @@ package sock
 
 import (
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -331,5 +332,77 @@ func TestFreeBindListener(t *testing.T) {
 	if nfd, err := Create(st, 0); err == nil {
 		unix.Close(nfd)
 		t.Fatal("control: bound an address the host lacks without IP_FREEBIND")
+	}
+}
+
+// TestConnectingTCP: a socket whose connect is under way (its SYN
+// unanswered: the listener's port is locked) comes back connecting to
+// the same peer; once the SYNs get through it connects and carries data.
+func TestConnectingTCP(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN) for nftables")
+	}
+	if err := LockAvailable(); err != nil {
+		t.Skipf("nftables unavailable: %v", err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	lock, err := NewLock("relocate-test-syn", nil, []uint16{uint16(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); !errors.Is(err, unix.EINPROGRESS) {
+		t.Fatalf("connect: %v", err)
+	}
+	st, err := Inspect(fd)
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Connecting || st.Peer != ln.Addr().String() {
+		t.Fatalf("state %+v", st)
+	}
+	nfd, err := Create(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "restored")
+	defer f.Close()
+	if s := tcpState(nfd); s != tcpSynSent {
+		t.Fatalf("restored socket in state %d, want SYN_SENT", s)
+	}
+	if fl, _ := unix.FcntlInt(uintptr(nfd), unix.F_GETFL, 0); fl&unix.O_NONBLOCK != 0 {
+		t.Errorf("restored socket left non-blocking")
+	}
+	if err := lock.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	// A blocking connect, as the program's interrupted one runs again,
+	// waits for the connection (EALREADY would mean it does not).
+	if err := unix.Connect(nfd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: port}); err != nil {
+		t.Fatalf("connect again on the restored socket: %v", err)
+	}
+	ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second))
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := f.Write([]byte("connected")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 9)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "connected" {
+		t.Fatalf("listener got %q, %v", buf, err)
 	}
 }

@@ -13,7 +13,7 @@ fuzztime=${FUZZTIME:-1m}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-for pkg in ./ckpt/image ./ckpt/proc ./transfer; do
+for pkg in ./ckpt/image ./ckpt/proc ./sock ./transfer; do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz'); do
 		if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
 			echo "fuzz: $pkg $target: ok ($fuzztime)"

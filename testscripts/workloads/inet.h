@@ -6,7 +6,7 @@
 /* inet_ready makes a socket of type bound to an ephemeral port of argv[2]
  * (default 127.0.0.1), listening if it is a stream socket, and writes the
  * ready file with "port=N". It exits with 2 if that fails. */
-static int inet_ready(int type, int argc, char **argv) {
+__attribute__((unused)) static int inet_ready(int type, int argc, char **argv) {
 	int fd = socket(AF_INET, type, 0);
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	if (argc > 2 && inet_pton(AF_INET, argv[2], &a.sin_addr) != 1) {
