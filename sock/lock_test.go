@@ -26,9 +26,9 @@ func tableNames(t *testing.T) map[string]bool {
 	return out
 }
 
-// lockedLoopback skips unless nftables can be used here, and returns a
-// listener with one accepted connection: the client end and the server end.
-func lockedLoopback(t *testing.T) (ln net.Listener, client, server net.Conn) {
+// needLock skips unless the network lock (nftables) and TCP_REPAIR can be
+// used here.
+func needLock(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (CAP_NET_ADMIN) for nftables and TCP_REPAIR")
@@ -36,6 +36,13 @@ func lockedLoopback(t *testing.T) (ln net.Listener, client, server net.Conn) {
 	if err := LockAvailable(); err != nil {
 		t.Skipf("nftables unavailable: %v", err)
 	}
+}
+
+// lockedLoopback skips unless nftables can be used here, and returns a
+// listener with one accepted connection: the client end and the server end.
+func lockedLoopback(t *testing.T) (ln net.Listener, client, server net.Conn) {
+	t.Helper()
+	needLock(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

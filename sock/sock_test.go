@@ -339,12 +339,7 @@ func TestFreeBindListener(t *testing.T) {
 // unanswered: the listener's port is locked) comes back connecting to
 // the same peer; once the SYNs get through it connects and carries data.
 func TestConnectingTCP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) for nftables")
-	}
-	if err := LockAvailable(); err != nil {
-		t.Skipf("nftables unavailable: %v", err)
-	}
+	needLock(t)
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -401,9 +401,7 @@ func TestTCPDualStack(t *testing.T) {
 		t.Skipf("accepted socket family %d", d)
 	}
 	before, _ := unix.Getpeername(int(f.Fd()))
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN) for TCP_REPAIR")
-	}
+	needLock(t)
 	st, nfd, lock := checkpointConn(t, f, 0, nil)
 	restored := os.NewFile(uintptr(nfd), "restored")
 	defer restored.Close()
