@@ -280,6 +280,9 @@ type shared struct {
 	live []restoredTCP
 	// network locks this restore installed
 	locks []*sock.Lock
+	// listenLock holds off new connections to the listeners until they
+	// are back (also in locks, for a failed restore to remove).
+	listenLock *sock.Lock
 	// pidfds of the running processes, until the restore is confirmed
 	pidfds []int
 	// the second end of each socketpair made, by its inode in the image

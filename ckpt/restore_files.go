@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -604,10 +603,10 @@ func (sh *shared) finishNet() error {
 	}
 	sh.live, sh.tcp = sh.tcp, nil
 	sh.locks = nil // removed below, with the dump's
-	for _, name := range append(slices.Clip(sh.cp.NetLocks), listenLockName(sh.cp.Root)) {
+	for _, name := range sh.cp.NetLocks {
 		if err := sock.UnlockTable(name); err != nil {
 			return err
 		}
 	}
-	return nil
+	return sh.listenLock.Unlock()
 }

@@ -61,12 +61,12 @@ func (sh *shared) lockNet() error {
 	}
 	// New connections to the listeners wait (their SYN dropped, retried by
 	// the client) until the listeners are back, instead of being refused.
+	// A nicety: without nftables here the restore goes on without it.
 	if ports := sh.listenPorts(); len(ports) > 0 {
-		l, err := sock.NewLock(listenLockName(sh.cp.Root), nil, ports)
-		if err != nil {
-			return err
+		if l, err := sock.NewLock(listenLockName(sh.cp.Root), nil, ports); err == nil {
+			sh.locks = append(sh.locks, l)
+			sh.listenLock = l
 		}
-		sh.locks = append(sh.locks, l)
 	}
 	return nil
 }
