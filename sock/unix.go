@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,6 +23,13 @@ type UnixConn struct {
 	// Msgs are the messages queued on a datagram or seqpacket end, in
 	// order, sent again through the other end at restore.
 	Msgs [][]byte `json:"msgs,omitempty"`
+	// Connect is the named socket an unnamed datagram socket was
+	// connected to (syslog's /dev/log, journald's socket): there is no
+	// connection to carry, so restore connects a fresh socket to that
+	// address again. If nothing listens there any more, the socket comes
+	// back unconnected and its sends fail, as they would have once the
+	// service went away.
+	Connect string `json:"connect,omitempty"`
 	// Shutdown is the RCV_SHUTDOWN|SEND_SHUTDOWN bits (1, 2) of this end.
 	Shutdown int `json:"shutdown,omitempty"`
 }
@@ -45,6 +53,13 @@ func InspectUnix(fd int, ino uint64, disconnect bool) (*UnixConn, error) {
 	sn, serr := unix.Getsockname(fd)
 	pn, perr := unix.Getpeername(fd)
 	isNamed := (serr == nil && named(sn)) || (perr == nil && named(pn))
+	if peer := addrString(pn); typ == unix.SOCK_DGRAM && serr == nil && !named(sn) && perr == nil &&
+		(strings.HasPrefix(peer, "/") || strings.HasPrefix(peer, "@") && peer != "@") {
+		// Nothing can be waiting: without a name of its own, no one can
+		// send to it. (A name the service bound relative to its own
+		// directory cannot be found again: refused below.)
+		return &UnixConn{Type: typ, Ino: ino, Connect: peer}, nil
+	}
 	if isNamed && !disconnect {
 		return nil, errUnixNamed
 	}
@@ -184,9 +199,24 @@ func CreateUnixPair(a, b *UnixConn, flagsA, flagsB int) (fa, fb int, err error) 
 	return fa, fb, nil
 }
 
-// CreateUnixOrphan makes an end whose peer was closed: a pair whose other
-// end sends c's queue and is closed at once.
+// CreateUnixOrphan makes an end whose peer is not in the checkpoint: a
+// datagram socket connected again to c.Connect, or an end whose peer was
+// closed (a pair whose other end sends c's queue and is closed at once).
 func CreateUnixOrphan(c *UnixConn, flags int) (int, error) {
+	if c.Connect != "" {
+		fd, err := unix.Socket(unix.AF_UNIX, c.Type|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("socket: %w", err)
+		}
+		_ = unix.Connect(fd, &unix.SockaddrUnix{Name: c.Connect}) // see UnixConn.Connect
+		if flags&unix.O_NONBLOCK != 0 {
+			if err := unix.SetNonblock(fd, true); err != nil {
+				unix.Close(fd)
+				return -1, err
+			}
+		}
+		return fd, nil
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, c.Type|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socketpair: %w", err)

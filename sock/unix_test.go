@@ -210,3 +210,56 @@ func TestUnixMessagesRoundTrip(t *testing.T) {
 		unix.Close(nb)
 	}
 }
+
+// TestUnixDgramReconnect: an unnamed datagram socket connected to a named
+// one (a syslog client's to /dev/log) comes back connected to the same
+// name: what it sends reaches the service. Control: once it has a name of
+// its own (autobind), the service could have written to it, and it is
+// refused like any connection to a named socket.
+func TestUnixDgramReconnect(t *testing.T) {
+	for _, name := range []string{t.TempDir() + "/log", "@relocate-test-log"} {
+		srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(srv)
+		if err := unix.Bind(srv, &unix.SockaddrUnix{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(c)
+		if err := unix.Connect(c, &unix.SockaddrUnix{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := InspectUnix(c, inode(t, c), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Connect != name {
+			t.Fatalf("%s: state %+v", name, st)
+		}
+		nc, err := CreateUnixOrphan(st, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(nc)
+		if _, err := unix.Write(nc, []byte("<13>after restore")); err != nil {
+			t.Fatalf("%s: send after restore: %v", name, err)
+		}
+		buf := make([]byte, 64)
+		n, _, err := unix.Recvfrom(srv, buf, unix.MSG_DONTWAIT)
+		if err != nil || string(buf[:n]) != "<13>after restore" {
+			t.Fatalf("%s: service got %q, %v", name, buf[:max(n, 0)], err)
+		}
+
+		if err := unix.Bind(c, &unix.SockaddrUnix{}); err != nil { // autobind
+			t.Fatal(err)
+		}
+		if _, err := InspectUnix(c, inode(t, c), false); !errors.Is(err, errUnixNamed) {
+			t.Fatalf("%s: autobound client: %v", name, err)
+		}
+	}
+}
