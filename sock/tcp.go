@@ -117,6 +117,11 @@ func InspectTCP(fd int) (*TCPConn, error) {
 	if ti.State != unix.BPF_TCP_ESTABLISHED && !half {
 		return nil, fmt.Errorf("a TCP connection in state %s: %w", tcpStateName(fd), ErrUnsupported)
 	}
+	// Kernel TLS keeps keys and record state in the kernel that
+	// TCP_REPAIR does not give back: the bytes would come back garbled.
+	if ulp, _ := unix.GetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_ULP); ulp != "" {
+		return nil, fmt.Errorf("a TCP connection with upper-layer protocol %q (kernel TLS): %w", ulp, ErrUnsupported)
+	}
 	local, err := unix.Getsockname(fd)
 	if err != nil {
 		return nil, err
