@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 )
 
@@ -222,6 +223,24 @@ func TestTCPHalfClosed(t *testing.T) {
 				t.Fatalf("client read %q, %v; want EOF", b, err)
 			}
 		}},
+		{11 /* CLOSING */, func(t *testing.T, client *net.TCPConn, fd int, lock func()) {
+			// Both sides close at once: our FIN is lost on the way, the
+			// client's arrives.
+			lift := dropOneWay(t, fd)
+			unix.Shutdown(fd, unix.SHUT_WR)
+			waitTCPState(t, fd, 4 /* FIN_WAIT1 */)
+			client.CloseWrite()
+			waitTCPState(t, fd, 11)
+			lock()
+			lift()
+		}, func(t *testing.T, client *net.TCPConn, restored *os.File) {
+			if b, err := io.ReadAll(client); err != nil || len(b) != 0 {
+				t.Fatalf("client read %q, %v; want EOF", b, err)
+			}
+			if b, err := io.ReadAll(restored); err != nil || len(b) != 0 {
+				t.Fatalf("restored end read %q, %v; want EOF", b, err)
+			}
+		}},
 	} {
 		t.Run(finStates[c.state].name, func(t *testing.T) {
 			_, client, sc := lockedLoopback(t)
@@ -255,6 +274,35 @@ func TestTCPHalfClosed(t *testing.T) {
 			c.check(t, client.(*net.TCPConn), restored)
 		})
 	}
+}
+
+// dropOneWay drops what socket fd sends to its peer (not the reverse),
+// until the returned function is called or the test ends.
+func dropOneWay(t *testing.T, fd int) func() {
+	t.Helper()
+	sa, _ := unix.Getsockname(fd)
+	pa, _ := unix.Getpeername(fd)
+	port := func(sa unix.Sockaddr) uint16 { return netip.MustParseAddrPort(addrString(sa)).Port() }
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "relocate-test-oneway"
+	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	prio := nftables.ChainPriority(-200)
+	out := c.AddChain(&nftables.Chain{Name: "output", Table: tb, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: &prio})
+	c.AddRule(&nftables.Rule{Table: tb, Chain: out, Exprs: dropPorts(port(sa), port(pa))})
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lift := func() {
+		if err := UnlockTable(name); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(lift)
+	return lift
 }
 
 func waitTCPState(t *testing.T, fd int, want uint8) {
