@@ -95,6 +95,9 @@ type dumper struct {
 	tcp    []tcpSocket
 	lock   *sock.Lock
 	zombie *Process // set for a zombie child: nothing to freeze or collect
+	// stopSig is the signal that had stopped the process (job control:
+	// SIGSTOP, SIGTSTP, ...) when it was frozen; 0 if it was running.
+	stopSig unix.Signal
 }
 
 // Dump checkpoints pid, every thread of it and every descendant process,

@@ -17,6 +17,9 @@ type frozenTask struct {
 	regs  unix.PtraceRegs // as found at the freeze
 	mask  uint64          // blocked signals as found at the freeze
 	dirty bool            // regs or mask changed by injection: restore before detach
+	// leftGroupStop: it was stopped by job control, and was let go on to
+	// the interrupt's trap.
+	leftGroupStop bool
 }
 
 const seizeOptions = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE
@@ -90,6 +93,18 @@ func (d *dumper) waitFrozen(tid int) ([]int, error) {
 		case ws.Exited() || ws.Signaled():
 			delete(d.tasks, tid)
 			return added, nil
+		case s.IsGroupStop() && isStopSignal(ws.StopSignal()) && !d.tasks[tid].leftGroupStop:
+			// Stopped by job control before we came: the seize made it
+			// report its group stop first. Remember the signal and let it
+			// go on to the trap of our interrupt (reported with the stop
+			// signal too, as the group is still stopped); from that trap
+			// it runs injected syscalls. The group stop stays in effect:
+			// detached, it stops again; restore stops it anew.
+			d.stopSig = ws.StopSignal()
+			d.tasks[tid].leftGroupStop = true
+			if err := ptrace.Cont(tid, 0); err != nil {
+				return added, err
+			}
 		case s.IsGroupStop():
 			return added, nil
 		case s.Event() == unix.PTRACE_EVENT_CLONE:
@@ -134,10 +149,18 @@ func (d *dumper) tids() []int {
 	return out
 }
 
+// isStopSignal reports the job-control signals that stop a process.
+func isStopSignal(sig unix.Signal) bool {
+	return sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+}
+
 // release puts every thread back as it was found and detaches it.
 // Precondition: called on the tracer thread.
 func (d *dumper) release() error {
 	var errs []error
+	// A process stopped by job control needs nothing: its group stop is
+	// still in effect, and the kernel stops each thread again as it
+	// leaves ptrace.
 	for _, tid := range d.tids() {
 		t := d.tasks[tid]
 		if t.dirty {

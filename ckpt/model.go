@@ -54,6 +54,9 @@ type Process struct {
 	ITimers       [3]ITimer    `json:"itimers"`
 	Timers        []PosixTimer `json:"posix_timers,omitempty"`
 	SharedPending []SigInfo    `json:"shared_pending,omitempty"`
+	// Stopped is the job-control signal that had stopped the process
+	// (SIGSTOP, SIGTSTP, ...); 0 if it was running. Restore stops it again.
+	Stopped int `json:"stopped,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).

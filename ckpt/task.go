@@ -45,7 +45,7 @@ func (d *dumper) collectProcess() (*Process, error) {
 		return nil, err
 	}
 	p := &Process{
-		PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm,
+		PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm, Stopped: int(d.stopSig),
 		Umask: status.Umask,
 		Creds: Creds{UID: status.UID, GID: status.GID, Groups: status.Groups,
 			CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff,
