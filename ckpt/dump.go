@@ -124,10 +124,10 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		ls.drain(wait)
 		waited += time.Since(start)
 		res, err := dumpOnce(ctx, pid, fs, out, opts)
-		if errors.Is(err, sock.ErrAcceptQueue) && attempt < dumpAttempt && ctx.Err() == nil {
-			continue // a connection came in before the freeze: try again
+		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil {
+			continue // a connection or message came in before the freeze: try again
 		}
-		return res, acceptQueueError(err, waited)
+		return res, queueError(err, waited)
 	}
 }
 

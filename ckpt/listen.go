@@ -18,8 +18,10 @@ import (
 // So before the freeze, new connections to the tree's listening ports are
 // held off (their SYN dropped: the client retries a second later, by then
 // reaching the restored listener) and the running process gets a moment
-// to accept what is queued. A connection that slips in before the freeze
-// makes the dump start over.
+// to accept what is queued. Netlink messages waiting (sent by the kernel,
+// which will not send them again) get the same moment to be read. A
+// connection or message that slips in before the freeze makes the dump
+// start over.
 const (
 	drainWait   = 2 * time.Second // for the process to accept what is queued
 	drainRetry  = 500 * time.Millisecond
@@ -77,7 +79,11 @@ func findListeners(fs proc.FS, root int) *listeners {
 			}
 			port, ok := tcpListenPort(dup)
 			if !ok {
-				unix.Close(dup)
+				if isNetlink(dup) {
+					l.fds = append(l.fds, dup) // its queue is drained too
+				} else {
+					unix.Close(dup)
+				}
 				continue
 			}
 			l.fds = append(l.fds, dup)
@@ -111,7 +117,13 @@ func tcpListenPort(fd int) (uint16, bool) {
 	return sockPort(sa), true
 }
 
-// drain waits up to max for every accept queue to be empty.
+func isNetlink(fd int) bool {
+	d, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	return d == unix.AF_NETLINK
+}
+
+// drain waits up to max for every accept queue, and every netlink
+// socket's queue, to be empty.
 func (l *listeners) drain(max time.Duration) {
 	deadline := time.Now().Add(max)
 	for {
@@ -139,10 +151,17 @@ func (l *listeners) release() error {
 	return l.lock.Unlock()
 }
 
-// acceptQueueError says why a dump gave up on a listener's queue.
-func acceptQueueError(err error, waited time.Duration) error {
-	if !errors.Is(err, sock.ErrAcceptQueue) {
+// queued reports an error about input the process had not taken yet
+// (connections to accept, netlink messages to read): letting it run a
+// moment more may clear it.
+func queued(err error) bool {
+	return errors.Is(err, sock.ErrAcceptQueue) || errors.Is(err, sock.ErrNetlinkQueue)
+}
+
+// queueError says why a dump gave up on a queue.
+func queueError(err error, waited time.Duration) error {
+	if !queued(err) {
 		return err
 	}
-	return fmt.Errorf("%w (relocate waited %s for it to accept them)", err, waited.Round(100*time.Millisecond))
+	return fmt.Errorf("%w (relocate waited %s for it to take them)", err, waited.Round(100*time.Millisecond))
 }

@@ -39,6 +39,8 @@ type State struct {
 	// it comes back connecting afresh to Peer, from Addr's address where
 	// this host has it (a new port: the old attempt may still live on).
 	Connecting bool `json:"connecting,omitempty"`
+	// Netlink holds a netlink socket's binding and options.
+	Netlink *Netlink `json:"netlink,omitempty"`
 	// Ended is a TCP socket whose connection had ended (reset, or closed
 	// by both sides) before the program closed it. It comes back as a
 	// socket with no connection: reads fail (ENOTCONN), poll reports a
@@ -100,9 +102,15 @@ func Inspect(fd int) (*State, error) {
 			return nil, ErrUnsupported
 		}
 	case s.Family == unix.AF_UNIX:
-		if s.Type != unix.SOCK_STREAM && s.Type != unix.SOCK_SEQPACKET {
-			return nil, fmt.Errorf("unix datagram sockets: %w", ErrUnsupported)
+		if s.Type != unix.SOCK_STREAM && s.Type != unix.SOCK_SEQPACKET && s.Type != unix.SOCK_DGRAM {
+			return nil, ErrUnsupported
 		}
+	case s.Family == unix.AF_NETLINK:
+		if s.Netlink, err = inspectNetlink(fd); err != nil {
+			return nil, err
+		}
+		s.Opts = inspectOptions(fd, s.Family, s.Protocol)
+		return &s, nil
 	default:
 		return nil, ErrUnsupported
 	}
@@ -131,6 +139,10 @@ func Inspect(fd int) (*State, error) {
 			if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
 				s.Backlog = int(ti.Sacked) // sk_max_ack_backlog for a listener
 			}
+		}
+	} else if s.Family == unix.AF_UNIX && s.Type == unix.SOCK_DGRAM && waiting(fd) {
+		if s.Queue, err = peekUnixDatagrams(fd); err != nil {
+			return nil, err
 		}
 	} else if s.Protocol == unix.IPPROTO_UDP && waiting(fd) {
 		if s.Queue, err = peekDatagrams(fd, s.Family); err != nil {
@@ -163,6 +175,9 @@ func Inspect(fd int) (*State, error) {
 	}
 	if s.Family != unix.AF_UNIX && strings.HasSuffix(s.Addr, ":0") && !s.Listening {
 		s.Addr = "" // never bound
+	}
+	if s.Family == unix.AF_UNIX && s.Addr == "@" {
+		s.Addr = "" // unnamed (x/sys reads the empty path as an abstract name)
 	}
 	if s.Family != unix.AF_UNIX {
 		s.Opts = inspectOptions(fd, s.Family, s.Protocol)
@@ -261,7 +276,12 @@ func Create(s *State, flags int) (int, error) {
 		return -1, err
 	}
 	if len(s.Queue) > 0 {
-		if err := requeue(fd, s.Queue); err != nil {
+		if s.Family == unix.AF_UNIX {
+			err = requeueUnix(s.Addr, s.Queue)
+		} else {
+			err = requeue(fd, s.Queue)
+		}
+		if err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
@@ -297,6 +317,9 @@ func configure(fd int, s *State) error {
 	}
 	if s.Connecting {
 		return reconnect(fd, s)
+	}
+	if s.Netlink != nil {
+		return errors.Join(s.Opts.apply(fd, s.Family, s.Protocol), s.Opts.applyBuffers(fd), configureNetlink(fd, s.Netlink))
 	}
 	if s.Addr == "" {
 		return nil

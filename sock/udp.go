@@ -12,8 +12,8 @@ import (
 
 // Datagram is one datagram waiting in a UDP socket's receive queue.
 type Datagram struct {
-	From string `json:"from"` // the sender, "ip:port"
-	To   string `json:"to"`   // where it was sent, "ip:port"
+	From string `json:"from,omitempty"` // the sender, "ip:port" ("" for a unix one: unnamed)
+	To   string `json:"to,omitempty"`   // where it was sent, "ip:port"
 	Data []byte `json:"data"`
 }
 

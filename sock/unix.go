@@ -99,32 +99,47 @@ const maxUnixMessage = 1 << 20
 // without consuming them: with SO_PEEK_OFF each peek moves on to the next
 // message. The socket's own peek offset is put back.
 func peekMessages(fd int) ([][]byte, error) {
+	msgs, _, err := peekMessagesFrom(fd)
+	return msgs, err
+}
+
+// peekMessagesFrom is peekMessages with each message's sender ("" for an
+// unnamed one).
+func peekMessagesFrom(fd int) ([][]byte, []string, error) {
 	old, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
 	if err != nil {
-		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
+		return nil, nil, fmt.Errorf("SO_PEEK_OFF: %w", err)
 	}
 	defer unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PEEK_OFF, old)
 	var msgs [][]byte
+	var from []string
 	buf := make([]byte, maxUnixMessage)
 	oob := make([]byte, unix.CmsgSpace(4*64))
 	for {
-		n, oobn, flags, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		n, oobn, flags, sa, err := unix.Recvmsg(fd, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 		if errors.Is(err, unix.EAGAIN) {
-			return msgs, nil
+			return msgs, from, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("peek queued messages: %w", err)
+			return nil, nil, fmt.Errorf("peek queued messages: %w", err)
 		}
 		if err := refuseRights(oob[:oobn]); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if flags&unix.MSG_TRUNC != 0 {
-			return nil, fmt.Errorf("a queued message over %d bytes: %w", maxUnixMessage, ErrUnsupported)
+			return nil, nil, fmt.Errorf("a queued message over %d bytes: %w", maxUnixMessage, ErrUnsupported)
 		}
 		msgs = append(msgs, append([]byte(nil), buf[:n]...))
+		sender := ""
+		if sa != nil {
+			if sender = addrString(sa); sender == "@" {
+				sender = ""
+			}
+		}
+		from = append(from, sender)
 	}
 }
 
@@ -357,4 +372,39 @@ func unixDiag(ino uint64) (unixDiagResult, error) {
 		attrs = attrs[(l+3)&^3:]
 	}
 	return res, nil
+}
+
+// peekUnixDatagrams copies the datagrams waiting on a bound unix datagram
+// socket (a log service's, say). Only those from unnamed senders are
+// carried: restore sends them again from an unnamed socket, which is all
+// the service could tell of them; a named sender could not be imitated.
+func peekUnixDatagrams(fd int) ([]Datagram, error) {
+	msgs, from, err := peekMessagesFrom(fd)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Datagram, len(msgs))
+	for i, m := range msgs {
+		if from[i] != "" {
+			return nil, fmt.Errorf("a datagram from %s waiting to be read: %w", from[i], ErrUnsupported)
+		}
+		out[i] = Datagram{Data: m}
+	}
+	return out, nil
+}
+
+// requeueUnix sends q again to the unix datagram socket bound at addr,
+// from an unnamed socket.
+func requeueUnix(addr string, q []Datagram) error {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for i, d := range q {
+		if err := unix.Sendto(fd, d.Data, unix.MSG_DONTWAIT, &unix.SockaddrUnix{Name: addr}); err != nil {
+			return fmt.Errorf("requeue datagram %d to %s: %w", i, addr, err)
+		}
+	}
+	return nil
 }

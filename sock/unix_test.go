@@ -263,3 +263,79 @@ func TestUnixDgramReconnect(t *testing.T) {
 		}
 	}
 }
+
+// TestUnixDgramService: a bound unix datagram socket (a log service's)
+// comes back bound to its path with the datagrams unnamed clients had
+// sent it, in order; one with a datagram from a named sender is refused
+// (it could not be sent again from that name); an unbound, unconnected
+// one comes back as a fresh socket.
+func TestUnixDgramService(t *testing.T) {
+	path := t.TempDir() + "/svc"
+	srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(srv, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(c)
+	for _, m := range []string{"first", "", "third"} {
+		if err := unix.Sendto(c, []byte(m), 0, &unix.SockaddrUnix{Name: path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := Inspect(srv)
+	unix.Close(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Addr != path || len(st.Queue) != 3 {
+		t.Fatalf("state %+v", st)
+	}
+	nfd, err := Create(st, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(nfd)
+	buf := make([]byte, 64)
+	for _, want := range []string{"first", "", "third"} {
+		n, _, err := unix.Recvfrom(nfd, buf, unix.MSG_DONTWAIT)
+		if err != nil || string(buf[:n]) != want {
+			t.Fatalf("restored service read %q, %v; want %q", buf[:max(n, 0)], err, want)
+		}
+	}
+
+	named, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(named)
+	if err := unix.Bind(named, &unix.SockaddrUnix{Name: path + ".client"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Sendto(named, []byte("from a name"), 0, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Inspect(nfd); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("a datagram from a named sender: %v", err)
+	}
+
+	fresh, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = Inspect(fresh)
+	unix.Close(fresh)
+	if err != nil || st.Addr != "" || len(st.Queue) != 0 {
+		t.Fatalf("unbound socket: %+v, %v", st, err)
+	}
+	if fd, err := Create(st, 0); err != nil {
+		t.Fatal(err)
+	} else {
+		unix.Close(fd)
+	}
+}
