@@ -28,10 +28,11 @@ const (
 	dumpAttempt = 3 // freezes tried while connections keep arriving in a queue
 )
 
-// listeners are the tree's listening TCP sockets, seen before the freeze.
+// listeners are the tree's listening TCP sockets, and its netlink
+// sockets, seen before the freeze: their queues are drained.
 type listeners struct {
-	fds   []int // duplicates, to watch their queues
-	ports []uint16
+	fds   []int    // duplicates, to watch their queues
+	ports []uint16 // of the TCP listeners, held off by lock
 	lock  *sock.Lock
 }
 
@@ -39,8 +40,9 @@ type listeners struct {
 // listeners, from before the freeze until the tree is gone or resumed.
 func listenLockName(root int) string { return fmt.Sprintf("relocate_listen_%d", root) }
 
-// findListeners collects the listening TCP sockets of root and its
-// descendants and holds off new connections to their ports. It is best
+// findListeners collects the listening TCP sockets and netlink sockets of
+// root and its descendants and holds off new connections to the TCP
+// ports. It is best
 // effort: a process that exits or a socket that closes meanwhile is
 // skipped, and without nftables the queues are still drained.
 func findListeners(fs proc.FS, root int) *listeners {

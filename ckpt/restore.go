@@ -882,12 +882,14 @@ func (sh *shared) resume() error {
 		}
 	}
 	for _, rs := range sh.order {
+		if sig := unix.Signal(rs.p.Stopped); sig != 0 && !isStopSignal(sig) {
+			return fmt.Errorf("pid %d: stopped by signal %d, not a stop signal: %w", rs.p.PID, sig, image.ErrCorrupt)
+		}
+	}
+	for _, rs := range sh.order {
 		if sig := unix.Signal(rs.p.Stopped); sig != 0 {
 			// It was stopped (job control): queued while its threads
 			// are held, the signal stops it as they leave ptrace.
-			if !isStopSignal(sig) {
-				return fmt.Errorf("pid %d: stopped by signal %d, not a stop signal: %w", rs.p.PID, sig, image.ErrCorrupt)
-			}
 			if err := unix.Kill(rs.host, sig); err != nil {
 				return fmt.Errorf("pid %d: stop it again: %w", rs.p.PID, err)
 			}

@@ -11,11 +11,10 @@ import (
 // Options are the socket options a program commonly sets and expects to
 // keep: keep-alive and its timers, Nagle, the user timeout, TOS/traffic
 // class, linger, mark, priority, free and transparent binding, and buffer
-// sizes. Zero values mean the
-// default and are not set again. A buffer size is kept only when the
-// program set it (the kernel then locks it: SO_BUF_LOCK); a size TCP's
-// autotuning picked is left to autotuning again, since setting one turns
-// autotuning off.
+// sizes. Zero values mean the default and are not set again. A buffer
+// size is kept only when the program set it (the kernel then locks it:
+// SO_BUF_LOCK); a size TCP's autotuning picked is left to autotuning
+// again, since setting one turns autotuning off.
 type Options struct {
 	KeepAlive   bool `json:"keepalive,omitempty"`
 	KeepIdle    int  `json:"keepidle,omitempty"` // seconds

@@ -85,12 +85,9 @@ func CarriedTCP(fd int) bool {
 	if proto != unix.IPPROTO_TCP {
 		return false
 	}
-	ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return false
-	}
-	_, half := finStates[ti.State]
-	return ti.State == unix.BPF_TCP_ESTABLISHED || half
+	state := tcpState(fd)
+	_, half := finStates[state]
+	return state == unix.BPF_TCP_ESTABLISHED || half
 }
 
 func setInt(fd, opt, v int) error {
@@ -400,7 +397,7 @@ func rebuildFINs(fd int, c *TCPConn, fin finState, local, peer netip.AddrPort) e
 // is processed in softirq context.
 func waitState(fd int, want uint8) error {
 	for wait := 100 * time.Microsecond; wait < time.Second; wait *= 2 {
-		if ti, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && ti.State == want {
+		if tcpState(fd) == want {
 			return nil
 		}
 		time.Sleep(wait)
