@@ -147,8 +147,15 @@ func printReport(w io.Writer, rep *inspectReport) {
 		for _, fd := range p.FDs {
 			f := rep.Checkpoint.Files[fd.File]
 			what := f.Path
-			if f.Kind == ckpt.FilePipe {
+			switch {
+			case f.Kind == ckpt.FilePipe:
 				what = fmt.Sprintf("pipe:[%d]", f.Pipe)
+			case f.Socket != nil:
+				what = f.Socket.String()
+			case f.TCP != nil:
+				what = f.TCP.String()
+			case f.Unix != nil:
+				what = f.Unix.String()
 			}
 			extra := ""
 			if f.Size > 0 {

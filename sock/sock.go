@@ -53,29 +53,15 @@ func Kind(fd int) string {
 	domain, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	typ, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	proto, _ := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
-	var name string
-	switch {
-	case domain == unix.AF_UNIX:
+	switch domain {
+	case unix.AF_UNIX:
 		return "unix"
-	case domain == unix.AF_NETLINK:
+	case unix.AF_NETLINK:
 		return "netlink"
-	case domain == unix.AF_PACKET:
+	case unix.AF_PACKET:
 		return "packet"
-	case proto == unix.IPPROTO_TCP:
-		name = "tcp"
-	case proto == unix.IPPROTO_MPTCP:
-		name = "mptcp"
-	case proto == unix.IPPROTO_UDP:
-		name = "udp"
-	case typ == unix.SOCK_RAW:
-		name = "raw"
-	default:
-		name = "socket"
 	}
-	if domain == unix.AF_INET6 {
-		name += "6"
-	}
-	return name
+	return kindName(domain, typ, proto)
 }
 
 // Inspect reads the state of the socket fd (a duplicate of the
