@@ -211,6 +211,22 @@ func TestUnixMessagesRoundTrip(t *testing.T) {
 	}
 }
 
+// dgramSocket makes a unix datagram socket, bound to name unless it is "".
+func dgramSocket(t *testing.T, name string) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != "" {
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: name}); err != nil {
+			unix.Close(fd)
+			t.Fatal(err)
+		}
+	}
+	return fd
+}
+
 // TestUnixDgramReconnect: an unnamed datagram socket connected to a named
 // one (a syslog client's to /dev/log) comes back connected to the same
 // name: what it sends reaches the service. Control: once it has a name of
@@ -218,18 +234,9 @@ func TestUnixMessagesRoundTrip(t *testing.T) {
 // refused like any connection to a named socket.
 func TestUnixDgramReconnect(t *testing.T) {
 	for _, name := range []string{t.TempDir() + "/log", "@relocate-test-log"} {
-		srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		srv := dgramSocket(t, name)
 		defer unix.Close(srv)
-		if err := unix.Bind(srv, &unix.SockaddrUnix{Name: name}); err != nil {
-			t.Fatal(err)
-		}
-		c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dgramSocket(t, "")
 		defer unix.Close(c)
 		if err := unix.Connect(c, &unix.SockaddrUnix{Name: name}); err != nil {
 			t.Fatal(err)
@@ -271,17 +278,8 @@ func TestUnixDgramReconnect(t *testing.T) {
 // one comes back as a fresh socket.
 func TestUnixDgramService(t *testing.T) {
 	path := t.TempDir() + "/svc"
-	srv, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(srv, &unix.SockaddrUnix{Name: path}); err != nil {
-		t.Fatal(err)
-	}
-	c, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := dgramSocket(t, path)
+	c := dgramSocket(t, "")
 	defer unix.Close(c)
 	for _, m := range []string{"first", "", "third"} {
 		if err := unix.Sendto(c, []byte(m), 0, &unix.SockaddrUnix{Name: path}); err != nil {
@@ -289,7 +287,7 @@ func TestUnixDgramService(t *testing.T) {
 		}
 	}
 	st, err := Inspect(srv)
-	unix.Close(srv)
+	unix.Close(srv) // its path is free for the restored one
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,14 +307,8 @@ func TestUnixDgramService(t *testing.T) {
 		}
 	}
 
-	named, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	named := dgramSocket(t, path+".client")
 	defer unix.Close(named)
-	if err := unix.Bind(named, &unix.SockaddrUnix{Name: path + ".client"}); err != nil {
-		t.Fatal(err)
-	}
 	if err := unix.Sendto(named, []byte("from a name"), 0, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
 	}
@@ -324,10 +316,7 @@ func TestUnixDgramService(t *testing.T) {
 		t.Fatalf("a datagram from a named sender: %v", err)
 	}
 
-	fresh, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fresh := dgramSocket(t, "")
 	st, err = Inspect(fresh)
 	unix.Close(fresh)
 	if err != nil || st.Addr != "" || len(st.Queue) != 0 {
