@@ -453,7 +453,7 @@ func (d *dumper) header(p *Process) image.Header {
 	}
 	h.CPU.Flags = cpuFlags()
 	if len(p.Threads) > 0 {
-		h.CPU.XCR0, h.CPU.XSaveSize = xsaveInfo(p.Threads[0].XState)
+		h.CPU.XCR0, h.CPU.XSaveSize = cpuState(&p.Threads[0])
 	}
 	return h
 }
@@ -465,7 +465,7 @@ func cpuFlags() []string {
 		return nil
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "flags" {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == cpuFlagsKey {
 			return strings.Fields(v)
 		}
 	}

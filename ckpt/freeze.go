@@ -13,10 +13,10 @@ import (
 // frozenTask is one seized, stopped thread of the process being dumped.
 type frozenTask struct {
 	tid   int
-	pid   int             // its thread group
-	regs  unix.PtraceRegs // as found at the freeze
-	mask  uint64          // blocked signals as found at the freeze
-	dirty bool            // regs or mask changed by injection: restore before detach
+	pid   int         // its thread group
+	regs  ptrace.Regs // as found at the freeze
+	mask  uint64      // blocked signals as found at the freeze
+	dirty bool        // regs or mask changed by injection: restore before detach
 	// leftGroupStop: it was stopped by job control, and was let go on to
 	// the interrupt's trap.
 	leftGroupStop bool

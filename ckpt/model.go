@@ -1,6 +1,8 @@
 package ckpt
 
 import (
+	"encoding/json"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/relocate/relocate/ckpt/ptrace"
@@ -146,10 +148,14 @@ func (f *FileID) Same(o *FileID) bool {
 
 // Thread is one thread's state.
 type Thread struct {
-	TID           int               `json:"tid"`
-	Comm          string            `json:"comm"`
-	Regs          unix.PtraceRegs   `json:"regs"`
-	XState        []byte            `json:"xstate"`
+	TID  int    `json:"tid"`
+	Comm string `json:"comm"`
+	// RegSets are the thread's registers as the architecture's regsets
+	// (see regsets.go); a format 1 image has LegacyRegs and LegacyXState
+	// instead, which reading converts.
+	RegSets       []RegSet          `json:"regsets"`
+	LegacyRegs    json.RawMessage   `json:"regs,omitempty"`
+	LegacyXState  []byte            `json:"xstate,omitempty"`
 	SigMask       uint64            `json:"sigmask"`
 	Pending       []SigInfo         `json:"pending,omitempty"`
 	AltStack      AltStack          `json:"altstack"`
@@ -157,6 +163,15 @@ type Thread struct {
 	RobustHead    uint64            `json:"robust_head"`
 	RobustLen     uint64            `json:"robust_len"`
 	Rseq          ptrace.RseqConfig `json:"rseq"`
+}
+
+// RegSet is one register set of a thread as PTRACE_GETREGSET returns it:
+// Note is its NT_* type, Data the kernel's bytes, laid out for the image's
+// architecture (image.Header.Arch). A restore takes only the sets its
+// architecture knows, with sizes in their bounds (checkRegSets).
+type RegSet struct {
+	Note uint32 `json:"note"`
+	Data []byte `json:"data"`
 }
 
 // SigInfo is a raw siginfo_t.

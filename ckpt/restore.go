@@ -70,6 +70,15 @@ func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
 	if err := json.Unmarshal(rec.Meta, &cp); err != nil {
 		return nil, fmt.Errorf("image metadata: %v: %w", err, image.ErrCorrupt)
 	}
+	for i := range cp.Processes {
+		for j := range cp.Processes[i].Threads {
+			if t := &cp.Processes[i].Threads[j]; len(t.RegSets) == 0 && len(t.LegacyRegs) > 0 {
+				if err := upgradeLegacyRegs(t); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	if err := cp.validate(); err != nil {
 		return nil, err
 	}
@@ -103,6 +112,11 @@ func (cp *Checkpoint) validate() error {
 			return bad("pid %d comes before its parent %d", p.PID, p.PPID)
 		}
 		seen[p.PID] = true
+		for _, t := range p.Threads {
+			if err := checkRegSets(t.TID, t.RegSets); err != nil {
+				return err
+			}
+		}
 		for _, fd := range p.FDs {
 			if fd.File < 0 || fd.File >= len(cp.Files) || fd.FD < 0 {
 				return bad("pid %d fd %d refers to file %d", p.PID, fd.FD, fd.File)
@@ -178,6 +192,9 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 }
 
 func checkHeader(h image.Header) error {
+	if h.Arch == "" {
+		return fmt.Errorf("image header names no architecture: %w", image.ErrCorrupt)
+	}
 	if h.Arch != archName {
 		return fmt.Errorf("image is for %s, this machine is %s: %w", h.Arch, archName, ErrUnsupported)
 	}
@@ -367,7 +384,7 @@ func (sh *shared) run(ctx context.Context) error {
 	if sh.stub, err = startStub(code); err != nil {
 		return err
 	}
-	if err := sh.checkXState(sh.order[0].p); err != nil {
+	if err := checkCPUState(sh.stub.tid, sh.cp); err != nil {
 		return err
 	}
 	// Processes are made top-down, each cloned from its restored parent
@@ -573,20 +590,6 @@ func (rs *restorer) setSession() error {
 	}
 	if err != nil {
 		return &ProcessError{PID: p.PID, Err: fmt.Errorf("session %d, process group %d: %w", p.SID, p.PGID, err)}
-	}
-	return nil
-}
-
-// checkXState refuses a CPU whose XSAVE features do not cover the image's.
-func (sh *shared) checkXState(p *Process) error {
-	x, err := ptrace.GetRegSet(sh.stub.tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
-	if err != nil {
-		return err
-	}
-	have, _ := xsaveInfo(x)
-	want, _ := xsaveInfo(p.Threads[0].XState)
-	if want&^have != 0 {
-		return fmt.Errorf("this CPU lacks XSAVE features %#x the process uses: %w", want&^have, ErrUnsupported)
 	}
 	return nil
 }
@@ -858,14 +861,8 @@ func (sh *shared) resume() error {
 		}
 		for i, t := range rs.p.Threads {
 			tid := rs.threads[i].tid
-			regs := t.Regs
-			if err := ptrace.SetRegs(tid, &regs); err != nil {
+			if err := loadRegSets(tid, t.RegSets); err != nil {
 				return err
-			}
-			if len(t.XState) > 0 {
-				if err := ptrace.SetRegSet(tid, unix.NT_X86_XSTATE, slices.Clone(t.XState)); err != nil {
-					return err
-				}
 			}
 			if err := ptrace.SetSigMask(tid, t.SigMask); err != nil {
 				return err

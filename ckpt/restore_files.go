@@ -435,10 +435,7 @@ func (rs *restorer) addEpollWatches(L *remote) error {
 		}
 		done[fd.File] = true
 		for _, w := range f.Epoll {
-			ev := make([]byte, 12) // struct epoll_event, packed on x86-64
-			binary.LittleEndian.PutUint32(ev, w.Events)
-			binary.LittleEndian.PutUint64(ev[4:], w.Data)
-			addr, err := L.poke(0, ev)
+			addr, err := L.poke(0, epollEvent(w.Events, w.Data))
 			if err != nil {
 				return err
 			}
@@ -548,17 +545,6 @@ func missingCPUFlags(image, here []string) []string {
 		out = append(out, f)
 	}
 	return out
-}
-
-func userVisibleFlag(f string) bool {
-	for _, p := range []string{"sse", "ssse", "avx", "amx", "fma", "f16c", "bmi", "adx", "aes", "sha",
-		"popcnt", "movbe", "lzcnt", "abm", "pclmulqdq", "vpclmulqdq", "gfni", "vaes", "rdrand", "rdseed",
-		"xsave", "cx16", "erms", "fsrm", "clflushopt", "clwb", "rdpid", "pku", "waitpkg"} {
-		if strings.HasPrefix(f, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // restorerTerminal names the terminal relocate itself runs on: the device

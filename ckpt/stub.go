@@ -56,6 +56,18 @@ func (r *remote) poke(off int, b []byte) (uint64, error) {
 	return addr, mem.WriteRuns(r.pid, [][]byte{b}, []mem.Range{{Start: addr, End: addr + uint64(len(b))}})
 }
 
+// pokeCode writes instructions at offset off of the code page. Through
+// ptrace, not process_vm_writev: the kernel then keeps the instruction
+// cache coherent (arm64 does not do that for plain data writes).
+func (r *remote) pokeCode(off int, code []byte) error {
+	if off%8 != 0 || off+len(code) > codeSize {
+		return fmt.Errorf("internal: code at offset %d", off)
+	}
+	b := make([]byte, (len(code)+7)&^7)
+	copy(b, code)
+	return ptrace.PokeData(r.tid, uintptr(r.code)+uintptr(off), b)
+}
+
 func (r *remote) pokeString(off int, s string) (uint64, error) {
 	return r.poke(off, append([]byte(s), 0))
 }
@@ -107,16 +119,17 @@ func (st *remote) prepare(code uint64) error {
 	if err != nil {
 		return err
 	}
-	// Bootstrap: "syscall; int3" over the entry point, to map the code page.
+	// Bootstrap: SyscallInsn over the entry point, to map the code page.
+	entry := regs.PC()
 	word := make([]byte, 8)
-	if err := ptrace.PeekData(st.tid, uintptr(regs.Rip), word); err != nil {
+	if err := ptrace.PeekData(st.tid, uintptr(entry), word); err != nil {
 		return err
 	}
 	copy(word, ptrace.SyscallInsn)
-	if err := ptrace.PokeData(st.tid, uintptr(regs.Rip), word); err != nil {
+	if err := ptrace.PokeData(st.tid, uintptr(entry), word); err != nil {
 		return err
 	}
-	got, err := ptrace.InjectTrap(st.tid, regs.Rip, unix.SYS_MMAP, code, codeSize,
+	got, err := ptrace.InjectTrap(st.tid, entry, unix.SYS_MMAP, code, codeSize,
 		unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC,
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
 	if err != nil {
@@ -126,7 +139,7 @@ func (st *remote) prepare(code uint64) error {
 		return fmt.Errorf("code page mapped at %#x, not %#x", got, code)
 	}
 	st.code = code
-	if err := mem.WriteRuns(st.pid, [][]byte{ptrace.SyscallInsn}, []mem.Range{{Start: code, End: code + 3}}); err != nil {
+	if err := st.pokeCode(0, ptrace.SyscallInsn); err != nil {
 		return err
 	}
 	maps, err := stubMaps(st.pid)
@@ -302,11 +315,11 @@ func (r *remote) clone(flags, exitSignal uint64, want int) (*remote, error) {
 	if ev != unix.PTRACE_EVENT_FORK && ev != unix.PTRACE_EVENT_CLONE {
 		// No event: clone3 failed and the task went on to the int3.
 		if s.Status.StopSignal() == unix.SIGTRAP && ev == 0 {
-			regs, err := ptrace.GetRegs(r.tid)
+			ret, err := ptrace.TrapResult(r.tid)
 			if err != nil {
 				return nil, err
 			}
-			if e := unix.Errno(-int64(regs.Rax)); int64(regs.Rax) < 0 {
+			if e := unix.Errno(-int64(ret)); int64(ret) < 0 {
 				if e == unix.EEXIST {
 					return nil, fmt.Errorf("pid %d %w", want, ErrPIDTaken)
 				}
@@ -379,15 +392,15 @@ func (r *remote) runInit() error {
 	if _, err := r.call(unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>1, 0); err != nil {
 		return err
 	}
-	addr, err := r.poke(1024, initLoop)
-	if err != nil {
+	const initOff = 1024
+	if err := r.pokeCode(initOff, initLoop); err != nil {
 		return err
 	}
 	regs, err := ptrace.GetRegs(r.tid)
 	if err != nil {
 		return err
 	}
-	setPC(&regs, addr)
+	regs.SetPC(r.code + initOff)
 	if err := ptrace.SetRegs(r.tid, &regs); err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package ckpt
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,7 +19,6 @@ import (
 const (
 	prGetTidAddress = 40 // PR_GET_TID_ADDRESS, include/uapi/linux/prctl.h
 	sigsetSize      = 8
-	xstateBufSize   = 16384 // larger than any XSAVE area (AMX included)
 )
 
 // collectProcess reads all state of the frozen process.
@@ -127,12 +125,10 @@ func (d *dumper) collectThread(tid int) (*Thread, error) {
 	if ft.mask, err = ptrace.GetSigMask(tid); err != nil {
 		return nil, err
 	}
-	t := &Thread{TID: tid, Regs: imageRegs(regs), SigMask: ft.mask}
-	x, err := ptrace.GetRegSet(tid, unix.NT_X86_XSTATE, make([]byte, xstateBufSize))
-	if err != nil {
-		return nil, err
+	t := &Thread{TID: tid, SigMask: ft.mask}
+	if t.RegSets, err = dumpRegSets(tid, regs); err != nil {
+		return nil, &ProcessError{PID: d.pid, Err: err}
 	}
-	t.XState = bytes.Clone(x)
 	pend, err := ptrace.PeekSigInfo(tid, false)
 	if err != nil {
 		return nil, err
@@ -168,7 +164,7 @@ const scratchSize = 256
 func (d *dumper) newInjector(tid int, ip uint64) (*injector, error) {
 	t := d.tasks[tid]
 	in := &injector{d: d, t: t, ip: ip}
-	in.scratch = (regsSP(&t.regs) - 1024) &^ 63
+	in.scratch = (t.regs.SP() - 1024) &^ 63
 	in.saved = make([]byte, scratchSize)
 	if err := mem.ReadRuns(d.pid, [][]byte{in.saved}, []mem.Range{{Start: in.scratch, End: in.scratch + scratchSize}}); err != nil {
 		return nil, fmt.Errorf("thread %d: stack below sp is not usable for injection: %w", tid, err)
@@ -328,7 +324,7 @@ func vdsoSyscall(pid int, vmas []VMA) (ip uint64, ok bool, err error) {
 		if err := mem.ReadRuns(pid, [][]byte{b}, []mem.Range{{Start: v.Start, End: v.End}}); err != nil {
 			return 0, false, err
 		}
-		if i := bytes.Index(b, []byte{0x0f, 0x05}); i >= 0 {
+		if i := ptrace.FindSyscallInsn(b); i >= 0 {
 			return v.Start + uint64(i), true, nil
 		}
 	}

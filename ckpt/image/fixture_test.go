@@ -10,25 +10,38 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/v1.img and the FuzzReader seeds from the current writer")
+var update = flag.Bool("update", false, "rewrite the current version's fixture and the FuzzReader seeds from the current writer")
 
-const fixturePath = "testdata/v1.img"
+// fixtures are images written by earlier builds, one per major version
+// this reader reads; the last is the current version's.
+var fixtures = []string{"testdata/v1.img", "testdata/v2.img"}
 
-// TestFixture reads an image written by an earlier build, so that a change
-// of format is a deliberate act: a reader that can no longer read it fails
-// here. go test -run TestFixture -update rewrites it (and the fuzz seeds);
-// do that only with a version bump and an entry under Changes in FORMAT.md.
+// TestFixture reads images written by earlier builds, so that a change of
+// format is a deliberate act: a reader that can no longer read one fails
+// here. go test -run TestFixture -update rewrites the current version's
+// (and the fuzz seeds); do that only with a version bump, a new entry in
+// fixtures and one under Changes in FORMAT.md. Older fixtures stay as
+// they were written.
 func TestFixture(t *testing.T) {
 	if *update {
 		img := write(t, sampleOps(), 1)
-		if err := os.WriteFile(fixturePath, img, 0o644); err != nil {
+		if err := os.WriteFile(fixtures[len(fixtures)-1], img, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		writeSeeds(t, img)
 	}
-	img, err := os.ReadFile(fixturePath)
+	for i, path := range fixtures {
+		t.Run(path, func(t *testing.T) { testFixture(t, path, i+1) })
+	}
+}
+
+func testFixture(t *testing.T, path string, major int) {
+	img, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := int(img[8]) | int(img[9])<<8; got != major {
+		t.Fatalf("%s is format %d, want %d", path, got, major)
 	}
 	got, r, err := readAll(img)
 	if err != nil {
@@ -70,7 +83,7 @@ func le32(b []byte) uint32 {
 // a few places, and with a newer major version.
 func writeSeeds(t *testing.T, img []byte) {
 	newer := bytes.Clone(img)
-	newer[8] = 2
+	newer[8] = MaxMajor + 1
 	headerEnd := preambleSize + frameSize + int(le32(img[preambleSize+4:])) + crcSize
 	seeds := map[string][]byte{
 		"fixture":       img,

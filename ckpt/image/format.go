@@ -13,10 +13,10 @@ import (
 // of them; the writer writes Major.Minor.
 const (
 	Magic    = "RELOCATE"
-	Major    = 1
+	Major    = 2
 	Minor    = 0
 	MinMajor = 1
-	MaxMajor = 1
+	MaxMajor = 2
 )
 
 const (

@@ -82,9 +82,10 @@ func TestVersions(t *testing.T) {
 	}{
 		{1, 0, ""},
 		{1, 9, ""}, // any minor of a known major
-		{2, 0, "image format 2.0 is newer than this relocate understands (reads 1.x)"},
-		{254, 3, "image format 254.3 is newer than this relocate understands (reads 1.x)"},
-		{0, 1, "image format 0.1 is older than this relocate understands (reads 1.x)"},
+		{2, 0, ""},
+		{3, 0, "image format 3.0 is newer than this relocate understands (reads 1.x to 2.x)"},
+		{254, 3, "image format 254.3 is newer than this relocate understands (reads 1.x to 2.x)"},
+		{0, 1, "image format 0.1 is older than this relocate understands (reads 1.x to 2.x)"},
 	} {
 		_, _, err := readAll(craft(tc.major, tc.minor, recs, nil))
 		if tc.want == "" {

@@ -70,25 +70,6 @@ func WaitStop(tid int) (Stop, error) {
 	return s, nil
 }
 
-// GetRegs reads the general-purpose registers.
-// Precondition: called on the tracer thread.
-func GetRegs(tid int) (unix.PtraceRegs, error) {
-	var r unix.PtraceRegs
-	if err := unix.PtraceGetRegs(tid, &r); err != nil {
-		return r, &Error{Op: "PTRACE_GETREGS", TID: tid, Err: err}
-	}
-	return r, nil
-}
-
-// SetRegs writes the general-purpose registers.
-// Precondition: called on the tracer thread.
-func SetRegs(tid int, r *unix.PtraceRegs) error {
-	if err := unix.PtraceSetRegs(tid, r); err != nil {
-		return &Error{Op: "PTRACE_SETREGS", TID: tid, Err: err}
-	}
-	return nil
-}
-
 func wrap(op string, tid int, err error) error {
 	if err != nil {
 		return &Error{Op: op, TID: tid, Err: err}

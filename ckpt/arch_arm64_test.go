@@ -1,0 +1,7 @@
+package ckpt
+
+import "golang.org/x/sys/unix"
+
+const otherArch = "amd64"
+
+const otherArchNote = unix.NT_X86_XSTATE
