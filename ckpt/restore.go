@@ -377,11 +377,8 @@ func (sh *shared) run(ctx context.Context) error {
 			used = append(used, mem.Range{Start: v.Start, End: v.End})
 		}
 	}
-	code, err := findGap(used, codeSize, 0x100000)
-	if err != nil {
-		return err
-	}
-	if sh.stub, err = startStub(code); err != nil {
+	var err error
+	if sh.stub, err = startStub(used); err != nil {
 		return err
 	}
 	if err := checkCPUState(sh.stub.tid, sh.cp); err != nil {

@@ -73,9 +73,10 @@ func (r *remote) pokeString(off int, s string) (uint64, error) {
 }
 
 // startStub forks and execs the stub and takes it to a state where it only
-// has the code page at code and its vDSO.
+// has its code page, at an address neither the image (used) nor the stub
+// itself maps, and its vDSO.
 // Precondition: called on the tracer thread.
-func startStub(code uint64) (*remote, error) {
+func startStub(used []mem.Range) (*remote, error) {
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
 		return nil, err
@@ -97,15 +98,29 @@ func startStub(code uint64) (*remote, error) {
 		return nil, fmt.Errorf("start restore stub: %w", err)
 	}
 	st := &remote{tid: pid, pid: pid}
-	if err := st.prepare(code); err != nil {
+	if err := st.prepare(used); err != nil {
 		st.kill()
 		return nil, err
 	}
 	return st, nil
 }
 
-func (st *remote) prepare(code uint64) error {
+func (st *remote) prepare(used []mem.Range) error {
 	s, err := ptrace.WaitStop(st.tid)
+	if err != nil {
+		return err
+	}
+	// The stub's own binary may lie low too (Go links arm64 programs at
+	// 0x10000): the code page keeps clear of it as well.
+	own, err := stubMaps(st.pid)
+	if err != nil {
+		return err
+	}
+	avoid := slices.Clone(used)
+	for _, m := range own {
+		avoid = append(avoid, mem.Range{Start: m.Start, End: m.End})
+	}
+	code, err := findGap(avoid, codeSize, 0x100000)
 	if err != nil {
 		return err
 	}
