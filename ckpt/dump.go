@@ -278,10 +278,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	// What needs the whole tree: a pipe's other end, a shared memory
 	// object open in one process and mapped in another.
 	for i := range t.procs {
-		if err := t.files.checkPipes(&cp.Processes[i]); err != nil {
-			return nil, err
-		}
-		if err := t.files.checkUnixPairs(&cp.Processes[i], t.procs[0].opts.UnixDisconnect); err != nil {
+		if err := t.files.inTree(t.procs[0].opts, &cp.Processes[i]); err != nil {
 			return nil, err
 		}
 	}

@@ -296,17 +296,13 @@ func (cp *Checkpoint) PIDs() []int {
 func (cp *Checkpoint) Addresses() []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, f := range cp.Files {
-		a := ""
-		switch {
-		case f.TCP != nil:
-			a = f.TCP.Local
-		case f.Socket != nil && (f.Socket.Family == unix.AF_INET || f.Socket.Family == unix.AF_INET6):
-			a = f.Socket.Addr
-		}
-		if a != "" && !seen[a] {
-			seen[a] = true
-			out = append(out, a)
+	for i := range cp.Files {
+		f := &cp.Files[i]
+		for _, a := range kindOf(f).addresses(f) {
+			if a != "" && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
 		}
 	}
 	return out

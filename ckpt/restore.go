@@ -287,6 +287,8 @@ type shared struct {
 	pidfds []int
 	// the second end of each socketpair made, by its inode in the image
 	unixPending map[uint64]int
+	// both ends of each pipe made, by its inode in the image
+	pipes map[uint64][2]int
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 }
