@@ -542,12 +542,12 @@ func (t *fileTable) pipeEnds() map[uint64][2]bool {
 	return ends
 }
 
-// inTree refuses pipes with an end outside the checkpoint: after a
-// restore the other side would be gone.
-func (pipeKind) inTree(t *fileTable, _ DumpOptions, p *Process, fd FD, f *File) error {
+// inTree records a pipe whose other end belongs to a process outside
+// the checkpoint as external: that side stays behind, and restore
+// connects this end to what the user names.
+func (pipeKind) inTree(t *fileTable, _ DumpOptions, _ *Process, _ FD, f *File) error {
 	if e := t.pipeEnds()[f.Pipe]; !(e[0] && e[1]) {
-		return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("pipe:[%d]", f.Pipe),
-			Err: fmt.Errorf("the other end belongs to a process outside the checkpoint: %w", ErrUnsupported)}
+		t.makeExternal(f, fmt.Sprintf("pipe:[%d]", f.Pipe))
 	}
 	return nil
 }

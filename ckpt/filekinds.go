@@ -55,6 +55,7 @@ var fileKinds = map[string]fileKind{
 	FileUnixPair: unixPairKind{},
 	FileSocket:   socketKind{},
 	FileShmem:    shmemKind{},
+	FileExternal: externalKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the

@@ -257,6 +257,8 @@ type File struct {
 	Socket  *sock.State    `json:"socket,omitempty"`
 	TCP     *sock.TCPConn  `json:"tcp,omitempty"`
 	Unix    *sock.UnixConn `json:"unix,omitempty"`
+	// External: a descriptor that led outside the tree (FileExternal).
+	External *External `json:"external,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.
