@@ -82,6 +82,9 @@ type DumpResult struct {
 	FrozenMS    int64         `json:"frozen_ms"`
 	Killed      bool          `json:"killed"`
 	NetLocked   bool          `json:"net_locked,omitempty"` // connections stay locked until restore
+	// Externals are the descriptors that led outside the tree, recorded
+	// as external (Target empty).
+	Externals []ExternalNote `json:"externals,omitempty"`
 }
 
 type dumper struct {
@@ -278,10 +281,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	// What needs the whole tree: a pipe's other end, a shared memory
 	// object open in one process and mapped in another.
 	for i := range t.procs {
-		if err := t.files.checkPipes(&cp.Processes[i]); err != nil {
-			return nil, err
-		}
-		if err := t.files.checkUnixPairs(&cp.Processes[i], t.procs[0].opts.UnixDisconnect); err != nil {
+		if err := t.files.inTree(t.procs[0].opts, &cp.Processes[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -351,7 +351,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	st := w.Stats()
 	res := &DumpResult{PID: cp.Root, Processes: len(t.procs), Threads: threads, BytesRaw: st.RawBytes,
-		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages}
+		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages, Externals: cp.externals()}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -15,6 +15,8 @@ var (
 	ErrUnsupported = errors.New("not supported yet")
 	ErrPIDTaken    = errors.New("is taken")
 	ErrTerminal    = errors.New("not supported without --shell-job (which reattaches it to the restoring terminal)")
+	// ErrExternal marks a --external rule that cannot be followed.
+	ErrExternal = errors.New("bad --external")
 )
 
 // ProcessError is a failure that concerns a whole process.
@@ -69,7 +71,7 @@ func Expected(err error) bool {
 	return errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &me) ||
 		errors.As(err, &pathErr) || errors.As(err, &fmtErr) || errors.As(err, &verErr) ||
 		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken) ||
-		errors.Is(err, ErrTerminal) || errors.Is(err, image.ErrNotImage) || errors.Is(err, image.ErrCorrupt) ||
+		errors.Is(err, ErrTerminal) || errors.Is(err, ErrExternal) || errors.Is(err, image.ErrNotImage) || errors.Is(err, image.ErrCorrupt) ||
 		errors.Is(err, image.ErrTruncated) || errors.Is(err, image.ErrTrailingData) ||
 		errors.Is(err, sock.ErrUnsupported)
 }

@@ -27,6 +27,8 @@ type fileTable struct {
 	pipeBlob map[uint64]File
 	// shmem maps a shared memory object (dev, ino) to its VMA.Obj.
 	shmem map[[2]uint64]int
+	// ends caches pipeEnds once the tree is collected.
+	ends map[uint64][2]bool
 }
 
 type fileRef struct {
@@ -213,14 +215,12 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 	if err != nil {
 		return FD{}, 0, err
 	}
-	fail := func(what string, err error) (FD, uint64, error) {
-		return FD{}, 0, &FDError{PID: pid, FD: fd, What: what, Err: err}
+	p := &fdProbe{d: d, pid: pid, fd: fd, pidfd: pidfd, link: link, info: info,
+		procPath: fmt.Sprintf("%s/%d/fd/%d", d.fs.Root, pid, fd)}
+	if err := unix.Stat(p.procPath, &p.st); err != nil {
+		return FD{}, 0, p.fail("", err)
 	}
-	var st unix.Stat_t
-	procPath := fmt.Sprintf("%s/%d/fd/%d", d.fs.Root, pid, fd)
-	if err := unix.Stat(procPath, &st); err != nil {
-		return fail(link, err)
-	}
+	st := &p.st
 	ent := FD{FD: fd, Cloexec: info.Flags&oCloexec != 0}
 	f := File{Flags: int(info.Flags &^ oCloexec), Pos: info.Pos, Mode: st.Mode}
 
@@ -229,111 +229,24 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 	for _, ref := range d.files.byIno[key] {
 		same, err := kcmpFile(ref.pid, pid, ref.fd, fd)
 		if err != nil {
-			return fail(link, err)
+			return FD{}, 0, p.fail("", err)
 		}
 		if same {
 			ent.File = ref.index
 			return ent, st.Ino, nil
 		}
 	}
-
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		var sfs unix.Statfs_t
-		if unix.Statfs(procPath, &sfs) == nil && sfs.Type == mqueueMagic {
-			return fail(link+" (POSIX message queue)", ErrUnsupported)
+	claimed := false
+	for _, k := range dumpOrder {
+		if claimed, err = k.dump(p, &f); err != nil {
+			return FD{}, 0, err
 		}
-		if st.Nlink == 0 || strings.HasSuffix(link, " (deleted)") {
-			f.Kind = FileDeleted
-			f.Path = strings.TrimSuffix(link, " (deleted)")
-			f.Size = st.Size
-			f.Blob = d.files.newBlob(blobSource{path: procPath})
-			if strings.HasPrefix(f.Path, "/memfd:") {
-				f.Kind = FileMemfd
-				seals, err := memfdSeals(pidfd, fd)
-				if err != nil {
-					return fail(link+" (memfd)", err)
-				}
-				f.Seals = seals
-			}
-		} else {
-			f.Kind = FileRegular
-			f.Path = link
-			f.ID = &FileID{Path: link, Dev: st.Dev, Ino: st.Ino, Size: st.Size, Mtime: st.Mtim.Nano()}
-		}
-	case unix.S_IFDIR:
-		f.Kind, f.Path = FileDir, link
-	case unix.S_IFCHR:
-		maj, min := unix.Major(st.Rdev), unix.Minor(st.Rdev)
-		isTTY := maj == 136 || maj == 4 || maj == 5 // pts, vt/serial, /dev/tty
-		switch {
-		case portableDevices[[2]uint32{maj, min}]:
-			f.Kind, f.Path = FileDevice, link
-		case isTTY && d.opts.ShellJob:
-			f.Kind, f.Path = FileTTY, link
-		case isTTY:
-			return fail(fmt.Sprintf("%s (terminal)", link), ErrTerminal)
-		default:
-			return fail(fmt.Sprintf("%s (character device)", link), ErrUnsupported)
-		}
-	case unix.S_IFIFO:
-		if strings.HasPrefix(link, "pipe:") {
-			f.Kind = FilePipe
-			f.Pipe = st.Ino
-		} else {
-			f.Kind, f.Path = FileFIFO, link
-		}
-		if seen, ok := d.files.pipeBlob[st.Ino]; ok {
-			f.Blob, f.Size = seen.Blob, seen.Size
+		if claimed {
 			break
 		}
-		data, err := peekPipe(pidfd, fd, procPath, f.Flags)
-		if err != nil {
-			return fail(link, fmt.Errorf("read buffered bytes: %w", err))
-		}
-		if len(data) > 0 {
-			f.Size = int64(len(data))
-			f.Blob = d.files.newBlob(blobSource{data: data})
-		}
-		d.files.pipeBlob[st.Ino] = f
-	case unix.S_IFSOCK:
-		dup, err := unix.PidfdGetfd(pidfd, fd, 0)
-		if err != nil {
-			return fail(link, fmt.Errorf("pidfd_getfd: %w", err))
-		}
-		if sock.CarriedTCP(dup) {
-			// Read later, behind the network lock; the duplicate stays open
-			// until the process is gone or resumed.
-			f.Kind = FileTCP
-			d.tcp = append(d.tcp, tcpSocket{fd: dup, file: len(d.files.files), pid: pid, num: fd, link: link})
-			break
-		}
-		if sock.Kind(dup) == "unix" {
-			if _, perr := unix.Getpeername(dup); perr == nil {
-				c, err := sock.InspectUnix(dup, st.Ino, d.opts.UnixDisconnect)
-				unix.Close(dup)
-				if err != nil {
-					return fail(link+" (unix)", err)
-				}
-				f.Kind, f.Unix = FileUnixPair, c
-				break
-			}
-		}
-		st, err := sock.Inspect(dup)
-		kind := sock.Kind(dup)
-		unix.Close(dup)
-		if err != nil {
-			return fail(fmt.Sprintf("%s (%s)", link, kind), err)
-		}
-		f.Kind, f.Socket = FileSocket, st
-	default:
-		kind := link
-		if strings.HasPrefix(link, "anon_inode:") {
-			kind = strings.Trim(strings.TrimPrefix(link, "anon_inode:"), "[]")
-		}
-		if err := anonFile(&f, kind, info); err != nil {
-			return fail(fmt.Sprintf("%s (%s)", link, kind), err)
-		}
+	}
+	if !claimed {
+		return FD{}, 0, p.unclaimed()
 	}
 	ent.File = len(d.files.files)
 	d.files.files = append(d.files.files, f)
@@ -341,10 +254,279 @@ func (d *dumper) collectFD(pid, pidfd, fd int) (FD, uint64, error) {
 	return ent, st.Ino, nil
 }
 
-// checkPipes refuses pipes with an end outside the checkpoint: after a
-// restore the other side would be gone.
-func (t *fileTable) checkPipes(p *Process) error {
+func (regularKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.fileType() != unix.S_IFREG {
+		return false, nil
+	}
+	f.Kind, f.Path = FileRegular, p.link
+	f.ID = &FileID{Path: p.link, Dev: p.st.Dev, Ino: p.st.Ino, Size: p.st.Size, Mtime: p.st.Mtim.Nano()}
+	return true, nil
+}
+
+// dump refuses a POSIX message queue: its messages are not carried yet.
+func (mqueueKind) dump(p *fdProbe, f *File) (bool, error) {
+	var sfs unix.Statfs_t
+	if p.fileType() == unix.S_IFREG && unix.Statfs(p.procPath, &sfs) == nil && sfs.Type == mqueueMagic {
+		return false, p.fail("POSIX message queue", ErrUnsupported)
+	}
+	return false, nil
+}
+
+// isDeleted reports a regular file unlinked while open (a memfd too).
+func (p *fdProbe) isDeleted() bool {
+	return p.fileType() == unix.S_IFREG && (p.st.Nlink == 0 || strings.HasSuffix(p.link, " (deleted)"))
+}
+
+func (deletedKind) dump(p *fdProbe, f *File) (bool, error) {
+	if !p.isDeleted() || strings.HasPrefix(p.link, "/memfd:") {
+		return false, nil
+	}
+	f.Kind = FileDeleted
+	f.Path = strings.TrimSuffix(p.link, " (deleted)")
+	f.Size = p.st.Size
+	f.Blob = p.d.files.newBlob(blobSource{path: p.procPath})
+	return true, nil
+}
+
+func (memfdKind) dump(p *fdProbe, f *File) (bool, error) {
+	if !p.isDeleted() || !strings.HasPrefix(p.link, "/memfd:") {
+		return false, nil
+	}
+	f.Kind = FileMemfd
+	f.Path = strings.TrimSuffix(p.link, " (deleted)")
+	f.Size = p.st.Size
+	f.Blob = p.d.files.newBlob(blobSource{path: p.procPath})
+	seals, err := memfdSeals(p.pidfd, p.fd)
+	if err != nil {
+		return false, p.fail("memfd", err)
+	}
+	f.Seals = seals
+	return true, nil
+}
+
+func (dirKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.fileType() != unix.S_IFDIR {
+		return false, nil
+	}
+	f.Kind, f.Path = FileDir, p.link
+	return true, nil
+}
+
+// devNumbers are the major and minor numbers of a character device.
+func (p *fdProbe) devNumbers() (uint32, uint32, bool) {
+	if p.fileType() != unix.S_IFCHR {
+		return 0, 0, false
+	}
+	return unix.Major(p.st.Rdev), unix.Minor(p.st.Rdev), true
+}
+
+func (deviceKind) dump(p *fdProbe, f *File) (bool, error) {
+	maj, min, ok := p.devNumbers()
+	if !ok || !portableDevices[[2]uint32{maj, min}] {
+		return false, nil
+	}
+	f.Kind, f.Path = FileDevice, p.link
+	return true, nil
+}
+
+func (ttyKind) dump(p *fdProbe, f *File) (bool, error) {
+	maj, _, ok := p.devNumbers()
+	if !ok || !(maj == 136 || maj == 4 || maj == 5) { // pts, vt/serial, /dev/tty
+		return false, nil
+	}
+	if !p.d.opts.ShellJob {
+		return false, p.fail("terminal", ErrTerminal)
+	}
+	f.Kind, f.Path = FileTTY, p.link
+	return true, nil
+}
+
+func (pipeKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.fileType() != unix.S_IFIFO || !strings.HasPrefix(p.link, "pipe:") {
+		return false, nil
+	}
+	f.Kind, f.Pipe = FilePipe, p.st.Ino
+	return true, p.pipeBuffer(f)
+}
+
+func (fifoKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.fileType() != unix.S_IFIFO || strings.HasPrefix(p.link, "pipe:") {
+		return false, nil
+	}
+	f.Kind, f.Path = FileFIFO, p.link
+	return true, p.pipeBuffer(f)
+}
+
+// pipeBuffer records the bytes buffered in a pipe or FIFO, once for all
+// its ends.
+func (p *fdProbe) pipeBuffer(f *File) error {
+	t := p.d.files
+	if seen, ok := t.pipeBlob[p.st.Ino]; ok {
+		f.Blob, f.Size = seen.Blob, seen.Size
+		return nil
+	}
+	data, err := peekPipe(p.pidfd, p.fd, p.procPath, f.Flags)
+	if err != nil {
+		return p.fail("", fmt.Errorf("read buffered bytes: %w", err))
+	}
+	if len(data) > 0 {
+		f.Size = int64(len(data))
+		f.Blob = t.newBlob(blobSource{data: data})
+	}
+	t.pipeBlob[p.st.Ino] = *f
+	return nil
+}
+
+// socketDup returns a duplicate of a socket descriptor, -1 for any other
+// file.
+func (p *fdProbe) socketDup() (int, error) {
+	if p.fileType() != unix.S_IFSOCK {
+		return -1, nil
+	}
+	dup, err := p.getfd()
+	if err != nil {
+		return -1, p.fail("", err)
+	}
+	return dup, nil
+}
+
+func (tcpKind) dump(p *fdProbe, f *File) (bool, error) {
+	dup, err := p.socketDup()
+	if dup < 0 {
+		return false, err
+	}
+	if !sock.CarriedTCP(dup) {
+		unix.Close(dup)
+		return false, nil
+	}
+	// Read later, behind the network lock; the duplicate stays open
+	// until the process is gone or resumed.
+	f.Kind = FileTCP
+	p.d.tcp = append(p.d.tcp, tcpSocket{fd: dup, file: len(p.d.files.files), pid: p.pid, num: p.fd, link: p.link})
+	return true, nil
+}
+
+func (unixPairKind) dump(p *fdProbe, f *File) (bool, error) {
+	dup, err := p.socketDup()
+	if dup < 0 {
+		return false, err
+	}
+	defer unix.Close(dup)
+	if sock.Kind(dup) != "unix" {
+		return false, nil
+	}
+	if _, err := unix.Getpeername(dup); err != nil {
+		return false, nil
+	}
+	c, err := sock.InspectUnix(dup, p.st.Ino, p.d.opts.UnixDisconnect)
+	if err != nil {
+		return false, p.fail("unix", err)
+	}
+	f.Kind, f.Unix = FileUnixPair, c
+	return true, nil
+}
+
+func (socketKind) dump(p *fdProbe, f *File) (bool, error) {
+	dup, err := p.socketDup()
+	if dup < 0 {
+		return false, err
+	}
+	defer unix.Close(dup)
+	st, err := sock.Inspect(dup)
+	if err != nil {
+		return false, p.fail(sock.Kind(dup), err)
+	}
+	f.Kind, f.Socket = FileSocket, st
+	return true, nil
+}
+
+func (eventfdKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.anonKind() != "eventfd" {
+		return false, nil
+	}
+	e, err := p.info.Eventfd()
+	if err != nil {
+		return false, p.fail("eventfd", err)
+	}
+	f.Kind, f.Eventfd = FileEventfd, &EventfdState{Count: e.Count, Semaphore: e.Semaphore}
+	return true, nil
+}
+
+func (timerfdKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.anonKind() != "timerfd" {
+		return false, nil
+	}
+	t, err := p.info.Timerfd()
+	if err != nil {
+		return false, p.fail("timerfd", err)
+	}
+	ns := func(ts proc.Timespec) int64 { return int64(ts.Sec)*1e9 + int64(ts.Nsec) }
+	f.Kind = FileTimerfd
+	f.Timerfd = &TimerfdState{ClockID: t.ClockID, ValueNS: ns(t.Value), IntervalNS: ns(t.Interval), Ticks: t.Ticks}
+	return true, nil
+}
+
+func (signalfdKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.anonKind() != "signalfd" {
+		return false, nil
+	}
+	m, err := p.info.Signalfd()
+	if err != nil {
+		return false, p.fail("signalfd", err)
+	}
+	f.Kind, f.SigMask = FileSignalfd, m
+	return true, nil
+}
+
+func (epollKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.anonKind() != "eventpoll" {
+		return false, nil
+	}
+	items, err := p.info.EpollItems()
+	if err != nil {
+		return false, p.fail("eventpoll", err)
+	}
+	f.Kind = FileEpoll
+	for _, it := range items {
+		f.Epoll = append(f.Epoll, EpollWatch{FD: it.TFD, Events: it.Events, Data: it.Data, Ino: it.Ino})
+	}
+	return true, nil
+}
+
+func (inotifyKind) dump(p *fdProbe, f *File) (bool, error) {
+	if p.anonKind() != "inotify" {
+		return false, nil
+	}
+	ws, err := p.info.InotifyWatches()
+	if err != nil {
+		return false, p.fail("inotify", err)
+	}
+	if f.Inotify, err = inotifyWatches(ws); err != nil {
+		return false, p.fail("inotify", err)
+	}
+	f.Kind = FileInotify
+	return true, nil
+}
+
+// inTree settles, for every descriptor of p, what needs the whole tree.
+func (t *fileTable) inTree(opts DumpOptions, p *Process) error {
+	for _, fd := range p.FDs {
+		f := &t.files[fd.File]
+		if err := kindOf(f).inTree(t, opts, p, fd, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pipeEnds reports, for each pipe, whether the tree holds a read end and
+// a write end.
+func (t *fileTable) pipeEnds() map[uint64][2]bool {
+	if t.ends != nil {
+		return t.ends
+	}
 	ends := map[uint64][2]bool{}
+	t.ends = ends
 	for _, f := range t.files {
 		if f.Kind != FilePipe {
 			continue
@@ -357,40 +539,38 @@ func (t *fileTable) checkPipes(p *Process) error {
 		}
 		ends[f.Pipe] = e
 	}
-	for _, fd := range p.FDs {
-		f := t.files[fd.File]
-		if f.Kind == FilePipe && !(ends[f.Pipe][0] && ends[f.Pipe][1]) {
-			return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("pipe:[%d]", f.Pipe),
-				Err: fmt.Errorf("the other end belongs to a process outside the checkpoint: %w", ErrUnsupported)}
-		}
+	return ends
+}
+
+// inTree records a pipe whose other end belongs to a process outside
+// the checkpoint as external: that side stays behind, and restore
+// connects this end to what the user names.
+func (pipeKind) inTree(t *fileTable, _ DumpOptions, _ *Process, _ FD, f *File) error {
+	if e := t.pipeEnds()[f.Pipe]; !(e[0] && e[1]) {
+		t.makeExternal(f, fmt.Sprintf("pipe:[%d]", f.Pipe))
 	}
 	return nil
 }
 
-// checkUnixPairs refuses a connected unix socket whose other end is not
-// in the checkpoint (a connection to a daemon, say): it would come back
-// talking to nobody.
-// With disconnect it is kept as an end whose peer is gone instead.
-func (t *fileTable) checkUnixPairs(p *Process, disconnect bool) error {
-	ends := map[uint64]bool{}
-	for _, f := range t.files {
-		if f.Kind == FileUnixPair {
-			ends[f.Unix.Ino] = true
+// inTree refuses a connected unix socket whose other end is not in the
+// checkpoint (a connection to a daemon, say): it would come back talking
+// to nobody. With --unix-disconnect it is kept as an end whose peer is
+// gone instead.
+func (unixPairKind) inTree(t *fileTable, opts DumpOptions, p *Process, fd FD, f *File) error {
+	if f.Unix.Peer == 0 {
+		return nil
+	}
+	for _, o := range t.files {
+		if o.Kind == FileUnixPair && o.Unix.Ino == f.Unix.Peer {
+			return nil
 		}
 	}
-	for _, fd := range p.FDs {
-		f := t.files[fd.File]
-		if f.Kind != FileUnixPair || f.Unix.Peer == 0 || ends[f.Unix.Peer] {
-			continue
-		}
-		if disconnect {
-			f.Unix.Peer = 0 // f.Unix is shared with t.files
-			continue
-		}
-		return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
-			Err: fmt.Errorf("connected to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", ErrUnsupported)}
+	if opts.UnixDisconnect {
+		f.Unix.Peer = 0 // f.Unix is shared with t.files
+		return nil
 	}
-	return nil
+	return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
+		Err: fmt.Errorf("connected to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", ErrUnsupported)}
 }
 
 // dropBlob forgets a blob whose contents travel another way.
@@ -522,53 +702,6 @@ func kcmpFile(pid1, pid2, fd1, fd2 int) (bool, error) {
 		return false, fmt.Errorf("kcmp: %w", e)
 	}
 	return r == 0, nil
-}
-
-// anonFile records the state of the anonymous-inode files relocate knows.
-func anonFile(f *File, kind string, info proc.FDInfo) error {
-	switch kind {
-	case "eventfd":
-		e, err := info.Eventfd()
-		if err != nil {
-			return err
-		}
-		f.Kind, f.Eventfd = FileEventfd, &EventfdState{Count: e.Count, Semaphore: e.Semaphore}
-	case "timerfd":
-		t, err := info.Timerfd()
-		if err != nil {
-			return err
-		}
-		ns := func(ts proc.Timespec) int64 { return int64(ts.Sec)*1e9 + int64(ts.Nsec) }
-		f.Kind = FileTimerfd
-		f.Timerfd = &TimerfdState{ClockID: t.ClockID, ValueNS: ns(t.Value), IntervalNS: ns(t.Interval), Ticks: t.Ticks}
-	case "signalfd":
-		m, err := info.Signalfd()
-		if err != nil {
-			return err
-		}
-		f.Kind, f.SigMask = FileSignalfd, m
-	case "eventpoll":
-		items, err := info.EpollItems()
-		if err != nil {
-			return err
-		}
-		f.Kind = FileEpoll
-		for _, it := range items {
-			f.Epoll = append(f.Epoll, EpollWatch{FD: it.TFD, Events: it.Events, Data: it.Data, Ino: it.Ino})
-		}
-	case "inotify":
-		ws, err := info.InotifyWatches()
-		if err != nil {
-			return err
-		}
-		if f.Inotify, err = inotifyWatches(ws); err != nil {
-			return err
-		}
-		f.Kind = FileInotify
-	default:
-		return ErrUnsupported
-	}
-	return nil
 }
 
 // checkEpolls refuses epoll watches whose descriptor number no longer names

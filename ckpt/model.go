@@ -3,8 +3,6 @@ package ckpt
 import (
 	"encoding/json"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/relocate/relocate/ckpt/ptrace"
 	"github.com/relocate/relocate/sock"
 )
@@ -272,6 +270,8 @@ type File struct {
 	Socket  *sock.State    `json:"socket,omitempty"`
 	TCP     *sock.TCPConn  `json:"tcp,omitempty"`
 	Unix    *sock.UnixConn `json:"unix,omitempty"`
+	// External: a descriptor that led outside the tree (FileExternal).
+	External *External `json:"external,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.
@@ -311,17 +311,13 @@ func (cp *Checkpoint) PIDs() []int {
 func (cp *Checkpoint) Addresses() []string {
 	var out []string
 	seen := map[string]bool{}
-	for _, f := range cp.Files {
-		a := ""
-		switch {
-		case f.TCP != nil:
-			a = f.TCP.Local
-		case f.Socket != nil && (f.Socket.Family == unix.AF_INET || f.Socket.Family == unix.AF_INET6):
-			a = f.Socket.Addr
-		}
-		if a != "" && !seen[a] {
-			seen[a] = true
-			out = append(out, a)
+	for i := range cp.Files {
+		f := &cp.Files[i]
+		for _, a := range kindOf(f).addresses(f) {
+			if a != "" && !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
 		}
 	}
 	return out

@@ -39,6 +39,9 @@ type RestoreOptions struct {
 	// BeforeNet, if set, runs before the image's sockets are created (a
 	// migration's pre-restore hook brings the service address up there).
 	BeforeNet func(cp *Checkpoint) error
+	// External says where descriptors that led outside the tree go
+	// (FileExternal); without a rule that matches, /dev/null.
+	External []ExternalRule
 	// Confirm, if set, runs once the tree is running; an error kills the
 	// tree again, without a word on its connections, and Restore fails.
 	Confirm func(res *RestoreResult) error
@@ -52,6 +55,8 @@ type RestoreResult struct {
 	BytesRead int64         `json:"bytes_read"`
 	Pages     int64         `json:"pages"`
 	Duration  time.Duration `json:"-"`
+	// Externals tells where each descriptor that led outside the tree went.
+	Externals []ExternalNote `json:"externals,omitempty"`
 }
 
 // ReadCheckpoint reads the header and metadata record of an image.
@@ -168,6 +173,9 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 		threads += len(p.Threads)
 	}
 	defer sh.closeFiles()
+	if err := sh.resolveExternals(opts.External); err != nil {
+		return nil, err
+	}
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	err = tr.Do(func() (err error) {
@@ -182,7 +190,7 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 		return nil, err
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
-		Pages: sh.pages, Duration: time.Since(start)}
+		Pages: sh.pages, Duration: time.Since(start), Externals: sh.notes}
 	if opts.Confirm != nil {
 		if err := opts.Confirm(res); err != nil {
 			return nil, errors.Join(err, sh.killRestored())
@@ -304,6 +312,11 @@ type shared struct {
 	pidfds []int
 	// the second end of each socketpair made, by its inode in the image
 	unixPending map[uint64]int
+	// both ends of each pipe made, by its inode in the image
+	pipes map[uint64][2]int
+	// where the image's external descriptors go, opened
+	externals map[*File]externalTarget
+	notes     []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 }

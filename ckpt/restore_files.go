@@ -38,28 +38,16 @@ func (sh *shared) blob(b *image.Blob) error {
 	if b.Offset+uint64(len(b.Data)) > uint64(f.Size) {
 		return fmt.Errorf("image: blob %d is larger than its file: %w", b.ID, image.ErrCorrupt)
 	}
-	if f.Kind == FileShmem {
-		i, _ := sh.fileForBlob(b.ID)
-		if _, err := sh.shmemFD(i); err != nil {
-			return err
-		}
-	}
 	sink := sh.blobs[b.ID]
 	if sink == nil {
 		sink = &blobSink{}
-		switch f.Kind {
-		case FileDeleted:
-			tf, err := createDeleted(f.Path)
+		if bf, ok := kindOf(f).(blobFiler); ok {
+			i, _ := sh.fileForBlob(b.ID)
+			tf, err := bf.blobFile(sh, i, f)
 			if err != nil {
 				return err
 			}
 			sink.f = tf
-		case FileMemfd:
-			mf, err := createMemfd(f.Path)
-			if err != nil {
-				return err
-			}
-			sink.f = mf
 		}
 		sh.blobs[b.ID] = sink
 	}
@@ -72,6 +60,24 @@ func (sh *shared) blob(b *image.Blob) error {
 	}
 	sink.data = append(sink.data, b.Data...)
 	return nil
+}
+
+// blobFiler is a kind whose blob streams into a file rather than memory.
+type blobFiler interface {
+	blobFile(sh *shared, i int, f *File) (*os.File, error)
+}
+
+func (deletedKind) blobFile(_ *shared, _ int, f *File) (*os.File, error) {
+	return createDeleted(f.Path)
+}
+
+func (memfdKind) blobFile(_ *shared, _ int, f *File) (*os.File, error) { return createMemfd(f.Path) }
+
+func (shmemKind) blobFile(sh *shared, i int, f *File) (*os.File, error) {
+	if _, err := sh.shmemFD(i); err != nil {
+		return nil, err
+	}
+	return sh.blobs[f.Blob].f, nil
 }
 
 // createDeleted makes an unlinked file to stand for a file that was deleted
@@ -177,12 +183,13 @@ func reopenAt(fd, flags int, pos int64) (int, error) {
 // openFiles creates every file description of the image in the restorer.
 func (sh *shared) openFiles() error {
 	sh.local = make([]int, len(sh.cp.Files))
-	pipes := map[uint64][2]int{}
-	for i, f := range sh.cp.Files {
-		fd, err := sh.openFile(f, pipes)
+	sh.pipes = map[uint64][2]int{}
+	for i := range sh.cp.Files {
+		f := &sh.cp.Files[i]
+		fd, err := kindOf(f).open(sh, f)
 		if err != nil {
 			pid, num := sh.fdOf(i)
-			return &FDError{PID: pid, FD: num, What: describe(f), Err: err}
+			return &FDError{PID: pid, FD: num, What: f.Describe(), Err: err}
 		}
 		sh.toClose = append(sh.toClose, fd)
 		sh.local[i] = fd
@@ -202,246 +209,308 @@ func (sh *shared) fdOf(file int) (pid, fd int) {
 	return sh.cp.Root, -1
 }
 
-func describe(f File) string {
-	if f.Path != "" {
-		return f.Path
-	}
-	if f.Kind == FilePipe {
-		return fmt.Sprintf("pipe:[%d]", f.Pipe)
-	}
-	return f.Kind
-}
-
 const openMask = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIRECTORY | unix.O_NOFOLLOW |
 	unix.O_DSYNC | unix.O_SYNC | unix.O_NOATIME | unix.O_LARGEFILE | unix.O_PATH | unix.O_DIRECT
 
-func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
-	flags := f.Flags&openMask | unix.O_CLOEXEC
-	switch f.Kind {
-	case FileRegular, FileDir, FileDevice:
-		fd, err := unix.Open(f.Path, flags, 0)
-		if err != nil {
-			return -1, err
-		}
-		if f.Kind == FileRegular && f.Pos != 0 {
-			if _, err := unix.Seek(fd, f.Pos, 0); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-		}
-		return fd, nil
-	case FileUnixPair:
-		return sh.unixEnd(f)
-	case FileShmem:
-		// Mapped, not open: a descriptor of the object keeps it alive and
-		// is closed with the others.
-		sink := sh.blobs[f.Blob]
-		if sink == nil || sink.f == nil {
-			return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		}
-		return unix.Dup(int(sink.f.Fd()))
-	case FileMemfd:
-		var src int
-		if f.Obj != 0 {
-			obj, err := sh.shmemFD(f.Obj - 1)
-			if err != nil {
-				return -1, err
-			}
-			src = obj
-		} else {
-			sink := sh.blobs[f.Blob]
-			if sink == nil {
-				if f.Size != 0 {
-					return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
-				}
-				mf, err := createMemfd(f.Path)
-				if err != nil {
-					return -1, err
-				}
-				sink = &blobSink{f: mf}
-				sh.blobs[f.Blob] = sink
-			}
-			src = int(sink.f.Fd())
-		}
-		fd, err := reopenAt(src, flags, f.Pos)
-		if err != nil {
-			return -1, err
-		}
-		// Seals last, once the contents are in (F_SEAL_WRITE would stop
-		// them); all at once, as F_SEAL_SEAL forbids more.
-		if cur, _ := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); f.Seals&^cur != 0 {
-			if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, f.Seals&^cur); err != nil {
-				unix.Close(fd)
-				return -1, fmt.Errorf("memfd seals %#x: %w", f.Seals, err)
-			}
-		}
-		return fd, nil
-	case FileDeleted:
-		if f.Obj != 0 {
-			// Also mapped shared: a new description of the same object.
-			obj, err := sh.shmemFD(f.Obj - 1)
-			if err != nil {
-				return -1, err
-			}
-			return reopenAt(obj, flags, f.Pos)
-		}
-		sink := sh.blobs[f.Blob]
-		var src *os.File
-		if sink != nil {
-			src = sink.f
-		} else if f.Size == 0 {
-			tf, err := createDeleted(f.Path)
-			if err != nil {
-				return -1, err
-			}
-			sh.blobs[f.Blob] = &blobSink{f: tf}
-			src = tf
-		} else {
-			return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
-		}
-		return reopenAt(int(src.Fd()), flags, f.Pos)
-	case FilePipe:
-		ends, ok := pipes[f.Pipe]
-		if !ok {
-			var p [2]int
-			if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-				return -1, err
-			}
-			sh.toClose = append(sh.toClose, p[0], p[1])
-			ends = p
-			pipes[f.Pipe] = ends
-		}
-		end := ends[0]
-		if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
-			end = ends[1]
-		}
-		if err := sh.fillPipe(ends[1], f); err != nil {
-			return -1, err
-		}
-		// A new description per end (reopen through /proc) so that the
-		// status flags of the two ends stay independent.
-		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", end), flags, 0)
-		if err != nil {
-			return -1, err
-		}
-		return fd, nil
-	case FileFIFO:
-		// Hold the FIFO open for reading and writing, so opening either end
-		// neither blocks nor fails.
-		holder, err := unix.Open(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return -1, err
-		}
-		sh.toClose = append(sh.toClose, holder)
-		fd, err := unix.Open(f.Path, flags|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return -1, err
-		}
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, f.Flags&openMask&^unix.O_ACCMODE); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		if err := sh.fillPipe(holder, f); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-		return fd, nil
-	case FileEventfd:
-		if f.Eventfd == nil {
-			return -1, fmt.Errorf("eventfd without state: %w", image.ErrCorrupt)
-		}
-		efdFlags := unix.EFD_CLOEXEC | f.Flags&unix.O_NONBLOCK
-		if f.Eventfd.Semaphore {
-			efdFlags |= unix.EFD_SEMAPHORE
-		}
-		fd, err := unix.Eventfd(0, efdFlags)
-		if err != nil {
-			return -1, err
-		}
-		if c := f.Eventfd.Count; c > 0 {
-			b := make([]byte, 8)
-			binary.LittleEndian.PutUint64(b, c)
-			if _, err := unix.Write(fd, b); err != nil {
-				unix.Close(fd)
-				return -1, fmt.Errorf("set eventfd counter: %w", err)
-			}
-		}
-		return fd, nil
-	case FileSignalfd:
-		return unix.Signalfd(-1, &unix.Sigset_t{Val: [16]uint64{f.SigMask}}, unix.SFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
-	case FileTimerfd:
-		t := f.Timerfd
-		if t == nil {
-			return -1, fmt.Errorf("timerfd without state: %w", image.ErrCorrupt)
-		}
-		fd, err := unix.TimerfdCreate(t.ClockID, unix.TFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
-		if err != nil {
-			return -1, err
-		}
-		if t.ValueNS > 0 {
-			its := unix.ItimerSpec{Interval: unix.NsecToTimespec(t.IntervalNS), Value: unix.NsecToTimespec(t.ValueNS)}
-			if err := unix.TimerfdSettime(fd, 0, &its, nil); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-		}
-		if t.Ticks > 0 {
-			if err := setTimerfdTicks(fd, t.Ticks); err != nil {
-				unix.Close(fd)
-				return -1, err
-			}
-		}
-		return fd, nil
-	case FileTTY:
-		// The restorer's controlling terminal stands in for the one the
-		// process had (CRIU's --shell-job semantics).
-		fd, err := unix.Open(restorerTerminal(), flags|unix.O_NOCTTY, 0)
-		if err != nil {
-			return -1, fmt.Errorf("the image holds a terminal (dumped with --shell-job) and relocate has none to give it: run restore from a terminal: %w", err)
-		}
-		return fd, nil
-	case FileTCP:
-		if f.TCP == nil {
-			return -1, fmt.Errorf("tcp connection without state: %w", image.ErrCorrupt)
-		}
-		fd, err := sock.CreateTCP(f.TCP, f.Flags)
-		if err != nil {
-			return -1, err
-		}
-		sh.tcp = append(sh.tcp, restoredTCP{fd: fd, c: f.TCP})
-		return fd, nil
-	case FileSocket:
-		if f.Socket == nil {
-			return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
-		}
-		return sock.Create(f.Socket, f.Flags)
-	case FileInotify:
-		return newInotify(f.Inotify, f.Flags)
-	case FileEpoll:
-		// Empty here: the watches are added from inside the process once
-		// its descriptors have their numbers (epoll keys on the number).
-		return unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+// openFlags are the flags to open f again with.
+func openFlags(f *File) int { return f.Flags&openMask | unix.O_CLOEXEC }
+
+// reopenPath opens the file at path again, with flags, at offset pos:
+// regular files, directories and devices by their path.
+func reopenPath(path string, flags int, pos int64) (int, error) {
+	fd, err := unix.Open(path, flags, 0)
+	if err != nil {
+		return -1, err
 	}
-	return -1, fmt.Errorf("file kind %q: %w", f.Kind, ErrUnsupported)
+	if pos != 0 {
+		if _, err := unix.Seek(fd, pos, 0); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
 }
 
-// addEpollWatches re-adds every epoll watch from inside the process.
-func (rs *restorer) addEpollWatches(L *remote) error {
+func (regularKind) open(_ *shared, f *File) (int, error) {
+	return reopenPath(f.Path, openFlags(f), f.Pos)
+}
+
+func (dirKind) open(_ *shared, f *File) (int, error) { return reopenPath(f.Path, openFlags(f), 0) }
+
+func (deviceKind) open(_ *shared, f *File) (int, error) { return reopenPath(f.Path, openFlags(f), 0) }
+
+func (unixPairKind) open(sh *shared, f *File) (int, error) { return sh.unixEnd(*f) }
+
+// open: mapped, not open. A descriptor of the object keeps it alive and
+// is closed with the others.
+func (shmemKind) open(sh *shared, f *File) (int, error) {
+	sink := sh.blobs[f.Blob]
+	if sink == nil || sink.f == nil {
+		return unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	return unix.Dup(int(sink.f.Fd()))
+}
+
+func (memfdKind) open(sh *shared, f *File) (int, error) {
+	var src int
+	if f.Obj != 0 {
+		obj, err := sh.shmemFD(f.Obj - 1)
+		if err != nil {
+			return -1, err
+		}
+		src = obj
+	} else {
+		sink := sh.blobs[f.Blob]
+		if sink == nil {
+			if f.Size != 0 {
+				return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
+			}
+			mf, err := createMemfd(f.Path)
+			if err != nil {
+				return -1, err
+			}
+			sink = &blobSink{f: mf}
+			sh.blobs[f.Blob] = sink
+		}
+		src = int(sink.f.Fd())
+	}
+	fd, err := reopenAt(src, openFlags(f), f.Pos)
+	if err != nil {
+		return -1, err
+	}
+	// Seals last, once the contents are in (F_SEAL_WRITE would stop
+	// them); all at once, as F_SEAL_SEAL forbids more.
+	if cur, _ := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0); f.Seals&^cur != 0 {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, f.Seals&^cur); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("memfd seals %#x: %w", f.Seals, err)
+		}
+	}
+	return fd, nil
+}
+
+func (deletedKind) open(sh *shared, f *File) (int, error) {
+	if f.Obj != 0 {
+		// Also mapped shared: a new description of the same object.
+		obj, err := sh.shmemFD(f.Obj - 1)
+		if err != nil {
+			return -1, err
+		}
+		return reopenAt(obj, openFlags(f), f.Pos)
+	}
+	sink := sh.blobs[f.Blob]
+	var src *os.File
+	if sink != nil {
+		src = sink.f
+	} else if f.Size == 0 {
+		tf, err := createDeleted(f.Path)
+		if err != nil {
+			return -1, err
+		}
+		sh.blobs[f.Blob] = &blobSink{f: tf}
+		src = tf
+	} else {
+		return -1, fmt.Errorf("contents missing from the image: %w", image.ErrCorrupt)
+	}
+	return reopenAt(int(src.Fd()), openFlags(f), f.Pos)
+}
+
+func (pipeKind) open(sh *shared, f *File) (int, error) {
+	ends, ok := sh.pipes[f.Pipe]
+	if !ok {
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return -1, err
+		}
+		sh.toClose = append(sh.toClose, p[0], p[1])
+		ends = p
+		sh.pipes[f.Pipe] = ends
+	}
+	end := ends[0]
+	if f.Flags&unix.O_ACCMODE == unix.O_WRONLY {
+		end = ends[1]
+	}
+	if err := sh.fillPipe(ends[1], *f); err != nil {
+		return -1, err
+	}
+	// A new description per end (reopen through /proc) so that the
+	// status flags of the two ends stay independent.
+	return unix.Open(fmt.Sprintf("/proc/self/fd/%d", end), openFlags(f), 0)
+}
+
+func (pipeKind) describe(f *File) string { return fmt.Sprintf("pipe:[%d]", f.Pipe) }
+
+func (fifoKind) open(sh *shared, f *File) (int, error) {
+	// Hold the FIFO open for reading and writing, so opening either end
+	// neither blocks nor fails.
+	holder, err := reopenPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	sh.toClose = append(sh.toClose, holder)
+	fd, err := reopenPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return -1, err
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, f.Flags&openMask&^unix.O_ACCMODE); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := sh.fillPipe(holder, *f); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+func (eventfdKind) open(_ *shared, f *File) (int, error) {
+	if f.Eventfd == nil {
+		return -1, fmt.Errorf("eventfd without state: %w", image.ErrCorrupt)
+	}
+	efdFlags := unix.EFD_CLOEXEC | f.Flags&unix.O_NONBLOCK
+	if f.Eventfd.Semaphore {
+		efdFlags |= unix.EFD_SEMAPHORE
+	}
+	fd, err := unix.Eventfd(0, efdFlags)
+	if err != nil {
+		return -1, err
+	}
+	if c := f.Eventfd.Count; c > 0 {
+		b := make([]byte, 8)
+		binary.LittleEndian.PutUint64(b, c)
+		if _, err := unix.Write(fd, b); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("set eventfd counter: %w", err)
+		}
+	}
+	return fd, nil
+}
+
+func (signalfdKind) open(_ *shared, f *File) (int, error) {
+	return unix.Signalfd(-1, &unix.Sigset_t{Val: [16]uint64{f.SigMask}}, unix.SFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
+}
+
+func (timerfdKind) open(_ *shared, f *File) (int, error) {
+	t := f.Timerfd
+	if t == nil {
+		return -1, fmt.Errorf("timerfd without state: %w", image.ErrCorrupt)
+	}
+	fd, err := unix.TimerfdCreate(t.ClockID, unix.TFD_CLOEXEC|f.Flags&unix.O_NONBLOCK)
+	if err != nil {
+		return -1, err
+	}
+	if t.ValueNS > 0 {
+		its := unix.ItimerSpec{Interval: unix.NsecToTimespec(t.IntervalNS), Value: unix.NsecToTimespec(t.ValueNS)}
+		if err := unix.TimerfdSettime(fd, 0, &its, nil); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	if t.Ticks > 0 {
+		if err := setTimerfdTicks(fd, t.Ticks); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	return fd, nil
+}
+
+// open: the restorer's controlling terminal stands in for the one the
+// process had (CRIU's --shell-job semantics).
+func (ttyKind) open(_ *shared, f *File) (int, error) {
+	fd, err := unix.Open(restorerTerminal(), openFlags(f)|unix.O_NOCTTY, 0)
+	if err != nil {
+		return -1, fmt.Errorf("the image holds a terminal (dumped with --shell-job) and relocate has none to give it: run restore from a terminal: %w", err)
+	}
+	return fd, nil
+}
+
+func (tcpKind) open(sh *shared, f *File) (int, error) {
+	if f.TCP == nil {
+		return -1, fmt.Errorf("tcp connection without state: %w", image.ErrCorrupt)
+	}
+	fd, err := sock.CreateTCP(f.TCP, f.Flags)
+	if err != nil {
+		return -1, err
+	}
+	sh.tcp = append(sh.tcp, restoredTCP{fd: fd, c: f.TCP})
+	return fd, nil
+}
+
+func (tcpKind) describe(f *File) string {
+	if f.TCP == nil {
+		return f.Kind
+	}
+	return f.TCP.String()
+}
+
+func (tcpKind) addresses(f *File) []string {
+	if f.TCP == nil {
+		return nil
+	}
+	return []string{f.TCP.Local}
+}
+
+func (socketKind) open(_ *shared, f *File) (int, error) {
+	if f.Socket == nil {
+		return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
+	}
+	return sock.Create(f.Socket, f.Flags)
+}
+
+func (socketKind) describe(f *File) string {
+	if f.Socket == nil {
+		return f.Kind
+	}
+	return f.Socket.String()
+}
+
+func (socketKind) addresses(f *File) []string {
+	if s := f.Socket; s != nil && (s.Family == unix.AF_INET || s.Family == unix.AF_INET6) && s.Addr != "" {
+		return []string{s.Addr}
+	}
+	return nil
+}
+
+func (unixPairKind) describe(f *File) string {
+	if f.Unix == nil {
+		return f.Kind
+	}
+	return f.Unix.String()
+}
+
+func (inotifyKind) open(_ *shared, f *File) (int, error) { return newInotify(f.Inotify, f.Flags) }
+
+// open: empty here. The watches are added from inside the process once
+// its descriptors have their numbers (epoll keys on the number).
+func (epollKind) open(*shared, *File) (int, error) { return unix.EpollCreate1(unix.EPOLL_CLOEXEC) }
+
+// finish re-adds the epoll watches from inside the process.
+func (epollKind) finish(rs *restorer, L *remote, fd FD, f *File) error {
+	for _, w := range f.Epoll {
+		addr, err := L.poke(0, epollEvent(w.Events, w.Data))
+		if err != nil {
+			return err
+		}
+		if _, err := L.call(unix.SYS_EPOLL_CTL, uint64(fd.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), addr); err != nil {
+			return &FDError{PID: rs.p.PID, FD: fd.FD, What: "epoll", Err: fmt.Errorf("watch fd %d: %w", w.FD, err)}
+		}
+	}
+	return nil
+}
+
+// finishFiles runs each file's finish step once per process, now that
+// all its descriptors have their numbers.
+func (rs *restorer) finishFiles(L *remote) error {
 	done := map[int]bool{}
 	for _, fd := range rs.p.FDs {
-		f := rs.cp.Files[fd.File]
-		if f.Kind != FileEpoll || done[fd.File] {
+		if done[fd.File] {
 			continue
 		}
 		done[fd.File] = true
-		for _, w := range f.Epoll {
-			addr, err := L.poke(0, epollEvent(w.Events, w.Data))
-			if err != nil {
-				return err
-			}
-			if _, err := L.call(unix.SYS_EPOLL_CTL, uint64(fd.FD), unix.EPOLL_CTL_ADD, uint64(w.FD), addr); err != nil {
-				return &FDError{PID: rs.p.PID, FD: fd.FD, What: "epoll", Err: fmt.Errorf("watch fd %d: %w", w.FD, err)}
-			}
+		f := &rs.cp.Files[fd.File]
+		if err := kindOf(f).finish(rs, L, fd, f); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -503,7 +572,7 @@ func (rs *restorer) installFiles(L *remote, pidfd int) error {
 	for _, fd := range rs.p.FDs {
 		t, err := L.call(unix.SYS_PIDFD_GETFD, park, uint64(local[fd.File]), 0)
 		if err != nil {
-			return &FDError{PID: rs.p.PID, FD: fd.FD, What: describe(rs.cp.Files[fd.File]), Err: err}
+			return &FDError{PID: rs.p.PID, FD: fd.FD, What: rs.cp.Files[fd.File].Describe(), Err: err}
 		}
 		flags := uint64(0)
 		if fd.Cloexec {
@@ -518,7 +587,7 @@ func (rs *restorer) installFiles(L *remote, pidfd int) error {
 			continue
 		}
 		if _, err := L.call(unix.SYS_DUP3, t, uint64(fd.FD), flags); err != nil {
-			return &FDError{PID: rs.p.PID, FD: fd.FD, What: describe(rs.cp.Files[fd.File]), Err: err}
+			return &FDError{PID: rs.p.PID, FD: fd.FD, What: rs.cp.Files[fd.File].Describe(), Err: err}
 		}
 		if _, err := L.call(unix.SYS_CLOSE, t); err != nil {
 			return err
@@ -527,7 +596,7 @@ func (rs *restorer) installFiles(L *remote, pidfd int) error {
 	if _, err := L.call(unix.SYS_CLOSE, park); err != nil {
 		return err
 	}
-	return rs.addEpollWatches(L)
+	return rs.finishFiles(L)
 }
 
 // missingCPUFlags lists instruction-set features the image's CPU had and

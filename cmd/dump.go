@@ -109,6 +109,10 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		if res.NetLocked {
 			fmt.Fprintf(c.ErrOrStderr(), "relocate: note: its TCP connections stay locked (nftables table inet relocate_%d) until 'relocate restore' lifts the lock\n", res.PID)
 		}
+		for _, e := range res.Externals {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: note: pid %d fd %d: %s leads to a process outside the checkpoint: restore connects it to /dev/null, or to what --external %d=FILE|stdout|... names\n",
+				e.PID, e.FD, e.What, e.FD)
+		}
 	}
 	return nil
 }

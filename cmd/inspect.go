@@ -146,17 +146,7 @@ func printReport(w io.Writer, rep *inspectReport) {
 		fmt.Fprintf(w, "fds:      %d\n", len(p.FDs))
 		for _, fd := range p.FDs {
 			f := rep.Checkpoint.Files[fd.File]
-			what := f.Path
-			switch {
-			case f.Kind == ckpt.FilePipe:
-				what = fmt.Sprintf("pipe:[%d]", f.Pipe)
-			case f.Socket != nil:
-				what = f.Socket.String()
-			case f.TCP != nil:
-				what = f.TCP.String()
-			case f.Unix != nil:
-				what = f.Unix.String()
-			}
+			what := f.Describe()
 			extra := ""
 			if f.Size > 0 {
 				extra = fmt.Sprintf(", %s carried", bytesIEC(f.Size))

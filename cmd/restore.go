@@ -17,12 +17,14 @@ type restoreOptions struct {
 	tcpClose bool
 	timeNS   bool
 	pidns    bool
+	external []string
 }
 
 func (o *restoreOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary instead of the PID")
 	c.Flags().BoolVar(&o.tcpClose, "tcp-close", false, "reset established TCP connections instead of resuming them (the peer gets a reset, the process ECONNRESET); listeners come back")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore in a new PID namespace where the processes keep their PIDs even if those are taken here; prints the root's PID as seen from here")
+	c.Flags().StringArrayVar(&o.external, "external", nil, "where a descriptor that led outside the checkpoint goes (a pipe to logger, say): [PID:]FD=TARGET or all=TARGET, TARGET /dev/null (the default), a file (appended to), stdin, stdout or stderr; repeatable")
 	c.Flags().BoolVar(&o.timeNS, "timens", false, "restore in a new time namespace whose monotonic and boot clocks continue from the checkpoint")
 }
 
@@ -58,6 +60,14 @@ func openImage(name string) (io.ReadCloser, error) {
 }
 
 func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) error {
+	var external []ckpt.ExternalRule
+	for _, s := range o.external {
+		r, err := ckpt.ParseExternalRule(s)
+		if err != nil {
+			return usageError{err}
+		}
+		external = append(external, r)
+	}
 	if err := needRoot("restore"); err != nil {
 		return err
 	}
@@ -68,10 +78,15 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns})
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external})
 	stop()
 	if err != nil {
 		return err
+	}
+	if !g.quiet {
+		for _, e := range res.Externals {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: pid %d fd %d: %s led outside the checkpoint: now connected to %s\n", e.PID, e.FD, e.What, e.Target)
+		}
 	}
 	if o.json {
 		return json.NewEncoder(c.OutOrStdout()).Encode(struct {

@@ -80,8 +80,8 @@ func atoi(ts *testscript.TestScript, s string) int {
 
 // cmdStart: start [-as UID:GID[:GID,...]] NAME PROG [ARGS...] starts a
 // workload detached from the test: its own session, stdin /dev/null,
-// stdout and stderr to $WORK/NAME.log (a file, not a pipe: relocate refuses
-// pipes to processes outside the checkpoint), cwd $WORK. It sets $NAME_pid.
+// stdout and stderr to $WORK/NAME.log (a file, not a pipe: relocate would
+// record a pipe to a process outside the checkpoint as external), cwd $WORK. It sets $NAME_pid.
 // PROG is looked up among the compiled workloads, then on the script's
 // PATH. The process is killed when the script ends if it is still the same
 // process (same PID and start time). With -as it runs with those

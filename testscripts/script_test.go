@@ -57,7 +57,7 @@ func TestScripts(t *testing.T) {
 		t.Skip("gcc is missing: the workloads are C programs (apt-get install gcc)")
 	}
 	// Descriptors this test inherited must not leak into workloads: relocate
-	// rightly refuses a pipe to a process outside the checkpoint.
+	// would record a pipe to a process outside the checkpoint as external.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
