@@ -323,6 +323,9 @@ func (pipeKind) open(sh *shared, f *File) (int, error) {
 			return -1, err
 		}
 		sh.toClose = append(sh.toClose, p[0], p[1])
+		if err := setPipeSize(p[1], f.PipeSize); err != nil {
+			return -1, err
+		}
 		ends = p
 		sh.pipes[f.Pipe] = ends
 	}
@@ -348,6 +351,9 @@ func (fifoKind) open(sh *shared, f *File) (int, error) {
 		return -1, err
 	}
 	sh.toClose = append(sh.toClose, holder)
+	if err := setPipeSize(holder, f.PipeSize); err != nil {
+		return -1, err
+	}
 	fd, err := reopenPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
@@ -515,6 +521,24 @@ func (rs *restorer) finishFiles(L *remote) error {
 		if err := kindOf(f).finish(rs, L, fd, f); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// setPipeSize gives a pipe the capacity it had (0: unknown, left as is).
+func setPipeSize(fd, size int) error {
+	const maxPipeSize = 1 << 30
+	if size <= 0 {
+		return nil
+	}
+	if size > maxPipeSize {
+		return fmt.Errorf("image: pipe size %d: %w", size, image.ErrCorrupt)
+	}
+	if cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil && cur == size {
+		return nil
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, size); err != nil {
+		return fmt.Errorf("pipe size %d (F_SETPIPE_SZ): %w", size, err)
 	}
 	return nil
 }
