@@ -570,6 +570,10 @@ func (unixPairKind) inTree(t *fileTable, opts DumpOptions, p *Process, fd FD, f 
 		f.Unix.Peer = 0 // f.Unix is shared with t.files
 		return nil
 	}
+	if f.Unix.Listener != "" {
+		return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
+			Err: fmt.Errorf("connected through %s to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", f.Unix.Listener, ErrUnsupported)}
+	}
 	return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
 		Err: fmt.Errorf("connected to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", ErrUnsupported)}
 }
