@@ -29,6 +29,8 @@ type fileTable struct {
 	shmem map[[2]uint64]int
 	// ends caches pipeEnds once the tree is collected.
 	ends map[uint64][2]bool
+	// sysv are the System V shared memory segments the tree attaches.
+	sysv sysvSegments
 }
 
 type fileRef struct {
@@ -42,6 +44,8 @@ type blobSource struct {
 	data   []byte // already read (pipe buffers)
 	sparse bool   // read only the data extents (SEEK_DATA/SEEK_HOLE)
 	skip   bool   // not written after all (see dropBlob)
+	// write, if set, writes the contents itself (a System V segment).
+	write func(w *image.Writer, id uint32) error
 }
 
 func newFileTable() *fileTable {
@@ -597,6 +601,12 @@ func (t *fileTable) newBlob(src blobSource) uint32 {
 func (t *fileTable) writeBlobs(w *image.Writer) error {
 	for _, b := range t.blobs {
 		if b.skip {
+			continue
+		}
+		if b.write != nil {
+			if err := b.write(w, b.id); err != nil {
+				return err
+			}
 			continue
 		}
 		if b.path == "" {

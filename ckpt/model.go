@@ -126,6 +126,9 @@ type VMA struct {
 	// holds its contents: every mapping of one object, in any process of
 	// the tree, maps that one object again.
 	Obj int `json:"obj,omitempty"`
+	// SysV, for an attach of a System V shared memory segment (VMASysV),
+	// is 1 + the index of its FileSysVShm in Checkpoint.Files.
+	SysV int `json:"sysv,omitempty"`
 }
 
 // FileID identifies a file on disk so restore can tell it is the same one.
@@ -266,6 +269,8 @@ type File struct {
 	Unix    *sock.UnixConn `json:"unix,omitempty"`
 	// External: a descriptor that led outside the tree (FileExternal).
 	External *External `json:"external,omitempty"`
+	// SysV: a System V shared memory segment (FileSysVShm).
+	SysV *SysVShm `json:"sysv,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.
