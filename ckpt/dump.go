@@ -280,6 +280,9 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	// What needs the whole tree: a pipe's other end, a shared memory
 	// object open in one process and mapped in another.
+	if err := t.files.checkSysV(); err != nil {
+		return nil, err
+	}
 	for i := range t.procs {
 		if err := t.files.inTree(t.procs[0].opts, &cp.Processes[i]); err != nil {
 			return nil, err
@@ -386,6 +389,8 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	if opts.Unlock {
 		res.NetLocked = false
 	}
+	// Its System V segments moved with it.
+	errs = append(errs, t.files.removeSysV())
 	return res, errors.Join(errs...)
 }
 

@@ -29,6 +29,8 @@ type fileTable struct {
 	shmem map[[2]uint64]int
 	// ends caches pipeEnds once the tree is collected.
 	ends map[uint64][2]bool
+	// sysv are the System V shared memory segments the tree attaches.
+	sysv sysvSegments
 }
 
 type fileRef struct {
@@ -42,6 +44,8 @@ type blobSource struct {
 	data   []byte // already read (pipe buffers)
 	sparse bool   // read only the data extents (SEEK_DATA/SEEK_HOLE)
 	skip   bool   // not written after all (see dropBlob)
+	// write, if set, writes the contents itself (a System V segment).
+	write func(w *image.Writer, id uint32) error
 }
 
 func newFileTable() *fileTable {
@@ -362,13 +366,14 @@ func (fifoKind) dump(p *fdProbe, f *File) (bool, error) {
 func (p *fdProbe) pipeBuffer(f *File) error {
 	t := p.d.files
 	if seen, ok := t.pipeBlob[p.st.Ino]; ok {
-		f.Blob, f.Size = seen.Blob, seen.Size
+		f.Blob, f.Size, f.PipeSize = seen.Blob, seen.Size, seen.PipeSize
 		return nil
 	}
-	data, err := peekPipe(p.pidfd, p.fd, p.procPath, f.Flags)
+	data, size, err := peekPipe(p.pidfd, p.fd, p.procPath, f.Flags)
 	if err != nil {
 		return p.fail("", fmt.Errorf("read buffered bytes: %w", err))
 	}
+	f.PipeSize = size
 	if len(data) > 0 {
 		f.Size = int64(len(data))
 		f.Blob = t.newBlob(blobSource{data: data})
@@ -569,6 +574,10 @@ func (unixPairKind) inTree(t *fileTable, opts DumpOptions, p *Process, fd FD, f 
 		f.Unix.Peer = 0 // f.Unix is shared with t.files
 		return nil
 	}
+	if f.Unix.Listener != "" {
+		return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
+			Err: fmt.Errorf("connected through %s to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", f.Unix.Listener, ErrUnsupported)}
+	}
 	return &FDError{PID: p.PID, FD: fd.FD, What: fmt.Sprintf("socket:[%d] (unix)", f.Unix.Ino),
 		Err: fmt.Errorf("connected to a socket outside the checkpoint (--unix-disconnect brings it back closed): %w", ErrUnsupported)}
 }
@@ -592,6 +601,12 @@ func (t *fileTable) newBlob(src blobSource) uint32 {
 func (t *fileTable) writeBlobs(w *image.Writer) error {
 	for _, b := range t.blobs {
 		if b.skip {
+			continue
+		}
+		if b.write != nil {
+			if err := b.write(w, b.id); err != nil {
+				return err
+			}
 			continue
 		}
 		if b.path == "" {
@@ -644,53 +659,53 @@ func copyFileBlob(w *image.Writer, id uint32, path string, sparse bool) error {
 }
 
 // peekPipe returns the bytes buffered in a pipe or FIFO without consuming
-// them: tee(2) from a read end into a private pipe.
-func peekPipe(pidfd, fd int, procPath string, flags int) ([]byte, error) {
+// them (tee(2) from a read end into a private pipe), and its capacity.
+func peekPipe(pidfd, fd int, procPath string, flags int) ([]byte, int, error) {
 	var rd int
 	if flags&unix.O_ACCMODE == unix.O_WRONLY {
 		// A write-only end: open the pipe again through /proc for reading.
 		r, err := unix.Open(procPath, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		rd = r
 	} else {
 		r, err := unix.PidfdGetfd(pidfd, fd, 0)
 		if err != nil {
-			return nil, fmt.Errorf("pidfd_getfd: %w", err)
+			return nil, 0, fmt.Errorf("pidfd_getfd: %w", err)
 		}
 		rd = r
 	}
 	defer unix.Close(rd)
 	size, err := unix.FcntlInt(uintptr(rd), unix.F_GETPIPE_SZ, 0)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	defer unix.Close(p[0])
 	defer unix.Close(p[1])
 	if _, err := unix.FcntlInt(uintptr(p[1]), unix.F_SETPIPE_SZ, size); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	n, err := unix.Tee(rd, p[1], size, unix.SPLICE_F_NONBLOCK)
 	if err != nil {
 		if err == unix.EAGAIN {
-			return nil, nil // empty
+			return nil, size, nil // empty
 		}
-		return nil, fmt.Errorf("tee: %w", err)
+		return nil, 0, fmt.Errorf("tee: %w", err)
 	}
 	out := make([]byte, n)
 	for got := 0; got < len(out); {
 		m, err := unix.Read(p[0], out[got:])
 		if err != nil {
-			return nil, fmt.Errorf("read tee'd bytes: %w", err)
+			return nil, 0, fmt.Errorf("read tee'd bytes: %w", err)
 		}
 		got += m
 	}
-	return out, nil
+	return out, size, nil
 }
 
 // kcmpFile reports whether fd1 of pid1 and fd2 of pid2 are the same open

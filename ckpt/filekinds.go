@@ -56,6 +56,7 @@ var fileKinds = map[string]fileKind{
 	FileSocket:   socketKind{},
 	FileShmem:    shmemKind{},
 	FileExternal: externalKind{},
+	FileSysVShm:  sysvShmKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the

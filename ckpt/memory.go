@@ -38,6 +38,8 @@ func classify(m proc.Mapping) string {
 		return VMAVsyscall
 	case m.Path == "[vdso]" || m.Path == "[vvar]" || m.Path == "[vvar_vclock]":
 		return VMAVDSO
+	case m.Shared && strings.HasPrefix(m.Path, "/SYSV"):
+		return VMASysV
 	case m.Shared && (m.Path == "" || m.Deleted || strings.HasPrefix(m.Path, "/dev/zero") ||
 		strings.HasPrefix(m.Path, "/SYSV") || strings.HasPrefix(m.Path, "/memfd:")):
 		return VMAShmem
@@ -111,9 +113,10 @@ func (d *dumper) collectMemory(p *Process) error {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "stat", Err: errors.New("mapped file is not reachable by path")}
 			}
 		}
-		if v.Kind == VMAShmem && strings.HasPrefix(m.Path, "/SYSV") {
-			return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump",
-				Err: fmt.Errorf("System V shared memory (shmget/shmat): %w", ErrUnsupported)}
+		if v.Kind == VMASysV {
+			if v.SysV, err = d.files.sysvSegment(d.pid, m); err != nil {
+				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump", Err: err}
+			}
 		}
 		if v.Kind == VMAShmem && m.Inode != 0 {
 			if v.Obj, err = d.files.shmemObject(d.pid, m); err != nil {

@@ -57,6 +57,9 @@ type Process struct {
 	// Stopped is the job-control signal that had stopped the process
 	// (SIGSTOP, SIGTSTP, ...); 0 if it was running. Restore stops it again.
 	Stopped int `json:"stopped,omitempty"`
+	// Flags are prctl attributes (parent-death signal, child subreaper,
+	// dumpable); nil in images from before they were kept.
+	Flags *TaskFlags `json:"prctl,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).
@@ -123,6 +126,9 @@ type VMA struct {
 	// holds its contents: every mapping of one object, in any process of
 	// the tree, maps that one object again.
 	Obj int `json:"obj,omitempty"`
+	// SysV, for an attach of a System V shared memory segment (VMASysV),
+	// is 1 + the index of its FileSysVShm in Checkpoint.Files.
+	SysV int `json:"sysv,omitempty"`
 }
 
 // FileID identifies a file on disk so restore can tell it is the same one.
@@ -161,6 +167,7 @@ type Thread struct {
 	RobustHead    uint64            `json:"robust_head"`
 	RobustLen     uint64            `json:"robust_len"`
 	Rseq          ptrace.RseqConfig `json:"rseq"`
+	Sched         *ThreadSched      `json:"sched,omitempty"`
 }
 
 // RegSet is one register set of a thread as PTRACE_GETREGSET returns it:
@@ -257,6 +264,9 @@ type File struct {
 	Blob  uint32  `json:"blob,omitempty"`  // blob id with contents (deleted files, pipe buffers)
 	Size  int64   `json:"size,omitempty"`  // bytes in the blob
 	Seals int     `json:"seals,omitempty"` // a memfd's F_GET_SEALS
+	// PipeSize is a pipe's or FIFO's capacity (F_GETPIPE_SZ), which the
+	// program may have changed with F_SETPIPE_SZ.
+	PipeSize int `json:"pipe_size,omitempty"`
 	// Obj: a deleted file or memfd that is also mapped shared; the
 	// descriptor is reopened on that shared memory object (1 + index of
 	// its FileShmem), so that the two stay one.
@@ -272,6 +282,8 @@ type File struct {
 	Unix    *sock.UnixConn `json:"unix,omitempty"`
 	// External: a descriptor that led outside the tree (FileExternal).
 	External *External `json:"external,omitempty"`
+	// SysV: a System V shared memory segment (FileSysVShm).
+	SysV *SysVShm `json:"sysv,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

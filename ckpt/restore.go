@@ -316,7 +316,9 @@ type shared struct {
 	pipes map[uint64][2]int
 	// where the image's external descriptors go, opened
 	externals map[*File]externalTarget
-	notes     []ExternalNote
+	// System V segments made, by file index
+	sysv  map[int]*restoredSegment
+	notes []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 }
@@ -357,6 +359,7 @@ func (sh *shared) abort() {
 	if sh.init != nil {
 		sh.init.killInit()
 	}
+	sh.detachSysV(true)
 	_ = sh.unlockOwn()
 }
 
@@ -373,6 +376,7 @@ func (sh *shared) closeFiles() {
 		unix.Close(fd)
 	}
 	sh.unixPending = nil
+	sh.detachSysV(false)
 	for _, b := range sh.blobs {
 		if b.f != nil {
 			b.f.Close()
@@ -608,7 +612,7 @@ func (rs *restorer) setSession() error {
 func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 	fileFDs := map[string]uint64{} // path+mode -> fd inside the process
 	for _, v := range rs.p.VMAs {
-		if v.Kind == VMAVDSO || v.Kind == VMAVsyscall {
+		if v.Kind == VMAVDSO || v.Kind == VMAVsyscall || v.Kind == VMASysV {
 			continue
 		}
 		prot := uint64(v.Prot)
@@ -699,7 +703,7 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 			return err
 		}
 	}
-	return nil
+	return rs.attachSysV(L)
 }
 
 // madvFlags maps smaps VmFlags to the madvise(2) advice that sets them.

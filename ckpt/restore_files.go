@@ -17,6 +17,7 @@ import (
 // files go straight into an unlinked file, pipe buffers into memory.
 type blobSink struct {
 	f      *os.File
+	at     []byte // memory to write into
 	data   []byte
 	poured bool // pipe buffer written back
 }
@@ -41,15 +42,29 @@ func (sh *shared) blob(b *image.Blob) error {
 	sink := sh.blobs[b.ID]
 	if sink == nil {
 		sink = &blobSink{}
-		if bf, ok := kindOf(f).(blobFiler); ok {
-			i, _ := sh.fileForBlob(b.ID)
-			tf, err := bf.blobFile(sh, i, f)
+		i, _ := sh.fileForBlob(b.ID)
+		switch k := kindOf(f).(type) {
+		case blobFiler:
+			tf, err := k.blobFile(sh, i, f)
 			if err != nil {
 				return err
 			}
 			sink.f = tf
+		case blobMemer:
+			at, err := k.blobMemory(sh, i, f)
+			if err != nil {
+				return err
+			}
+			sink.at = at
 		}
 		sh.blobs[b.ID] = sink
+	}
+	if sink.at != nil {
+		if uint64(len(sink.at)) < b.Offset+uint64(len(b.Data)) {
+			return fmt.Errorf("image: blob %d is larger than its segment: %w", b.ID, image.ErrCorrupt)
+		}
+		copy(sink.at[b.Offset:], b.Data)
+		return nil
 	}
 	if sink.f != nil {
 		_, err := sink.f.WriteAt(b.Data, int64(b.Offset))
@@ -65,6 +80,12 @@ func (sh *shared) blob(b *image.Blob) error {
 // blobFiler is a kind whose blob streams into a file rather than memory.
 type blobFiler interface {
 	blobFile(sh *shared, i int, f *File) (*os.File, error)
+}
+
+// blobMemer is a kind whose blob streams into memory mapped here (a
+// System V segment).
+type blobMemer interface {
+	blobMemory(sh *shared, i int, f *File) ([]byte, error)
 }
 
 func (deletedKind) blobFile(_ *shared, _ int, f *File) (*os.File, error) {
@@ -323,6 +344,9 @@ func (pipeKind) open(sh *shared, f *File) (int, error) {
 			return -1, err
 		}
 		sh.toClose = append(sh.toClose, p[0], p[1])
+		if err := setPipeSize(p[1], f.PipeSize); err != nil {
+			return -1, err
+		}
 		ends = p
 		sh.pipes[f.Pipe] = ends
 	}
@@ -348,6 +372,9 @@ func (fifoKind) open(sh *shared, f *File) (int, error) {
 		return -1, err
 	}
 	sh.toClose = append(sh.toClose, holder)
+	if err := setPipeSize(holder, f.PipeSize); err != nil {
+		return -1, err
+	}
 	fd, err := reopenPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return -1, err
@@ -512,6 +539,24 @@ func (rs *restorer) finishFiles(L *remote) error {
 		if err := kindOf(f).finish(rs, L, fd, f); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// setPipeSize gives a pipe the capacity it had (0: unknown, left as is).
+func setPipeSize(fd, size int) error {
+	const maxPipeSize = 1 << 30
+	if size <= 0 {
+		return nil
+	}
+	if size > maxPipeSize {
+		return fmt.Errorf("image: pipe size %d: %w", size, image.ErrCorrupt)
+	}
+	if cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETPIPE_SZ, 0); err == nil && cur == size {
+		return nil
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, size); err != nil {
+		return fmt.Errorf("pipe size %d (F_SETPIPE_SZ): %w", size, err)
 	}
 	return nil
 }

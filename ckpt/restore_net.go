@@ -101,6 +101,7 @@ func (sh *shared) unlockOwn() error {
 // duplicates of the sockets are closed in repair mode, which sends nothing.
 func (sh *shared) killRestored() error {
 	var errs []error
+	defer sh.detachSysV(true)
 	for name, conns := range sh.netConns() {
 		if len(conns) > 0 {
 			l, err := sock.NewLock(name, conns, nil)

@@ -97,7 +97,14 @@ func (rs *restorer) restoreTasks(L *remote) error {
 		if it.ValueUS == 0 && it.IntervalUS == 0 {
 			continue
 		}
-		addr, err := L.poke(0, encodeTimerPair(it.IntervalUS, it.ValueUS, 1e6))
+		// A periodic ITIMER_REAL that expired while the tree was frozen
+		// reads 0: the kernel re-arms it when the process takes the
+		// pending SIGALRM (requeued below). Set 0 would disarm it.
+		value := it.ValueUS
+		if value == 0 {
+			value = it.IntervalUS
+		}
+		addr, err := L.poke(0, encodeTimerPair(it.IntervalUS, value, 1e6))
 		if err != nil {
 			return err
 		}
@@ -123,6 +130,9 @@ func (rs *restorer) restoreTasks(L *remote) error {
 		}
 	}
 	if err := rs.restoreCreds(L); err != nil {
+		return err
+	}
+	if err := rs.restoreTaskState(L); err != nil {
 		return err
 	}
 	// Pending signals last: everything is blocked until resume.

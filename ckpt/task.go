@@ -145,6 +145,9 @@ func (d *dumper) collectThread(tid int) (*Thread, error) {
 	if b, err := d.fs.ReadTask(d.pid, tid, "comm"); err == nil {
 		t.Comm = strings.TrimSuffix(string(b), "\n")
 	}
+	if t.Sched, err = collectSched(tid); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -297,7 +300,7 @@ func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 		pt.IntervalNS, pt.ValueNS = decodeTimerPair(b, 1e9)
 		p.Timers = append(p.Timers, pt)
 	}
-	return nil
+	return d.injectTaskFlags(p, in)
 }
 
 // findSyscallInsn returns the address of a syscall instruction in the

@@ -86,6 +86,8 @@ func (c *UnixConn) String() string {
 		s += " connected to " + c.Connect
 	case c.Peer == 0:
 		s += ", peer closed"
+	case c.Listener != "":
+		s += fmt.Sprintf(" through %s with socket:[%d]", c.Listener, c.Peer)
 	default:
 		s += fmt.Sprintf(" pair with socket:[%d]", c.Peer)
 	}

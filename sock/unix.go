@@ -32,6 +32,12 @@ type UnixConn struct {
 	Connect string `json:"connect,omitempty"`
 	// Shutdown is the RCV_SHUTDOWN|SEND_SHUTDOWN bits (1, 2) of this end.
 	Shutdown int `json:"shutdown,omitempty"`
+	// Listener is the name (a path, "@abstract") of the listener a
+	// stream or seqpacket connection was made through: this end's own
+	// name if it was accepted, its peer's if it connected. Restore makes
+	// the pair again with socketpair(2) when both ends are in the tree;
+	// getsockname and getpeername then report no name.
+	Listener string `json:"listener,omitempty"`
 }
 
 // errUnixNamed: connections made with connect(2) to a named socket carry
@@ -39,9 +45,13 @@ type UnixConn struct {
 var errUnixNamed = fmt.Errorf("a unix connection to a named socket (--unix-disconnect brings it back closed): %w", ErrUnsupported)
 
 // InspectUnix reads a connected unix socket. fd is a duplicate of the
-// process's descriptor; ino is its inode. A connection to a named socket
-// is refused unless disconnect: then it is recorded as an end whose peer
-// is gone (Peer 0), which is how it comes back.
+// process's descriptor; ino is its inode. A stream or seqpacket
+// connection made through a named listener is recorded with its peer and
+// Listener set: whether the peer is in the checkpoint is for the caller
+// to tell. Any other connection involving a name (a datagram socket, a
+// client that bound a name of its own) is refused unless disconnect:
+// then it is recorded as an end whose peer is gone (Peer 0), which is how
+// it comes back.
 func InspectUnix(fd int, ino uint64, disconnect bool) (*UnixConn, error) {
 	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
 	if err != nil {
@@ -60,6 +70,14 @@ func InspectUnix(fd int, ino uint64, disconnect bool) (*UnixConn, error) {
 		// directory cannot be found again: refused below.)
 		return &UnixConn{Type: typ, Ino: ino, Connect: peer}, nil
 	}
+	// Through a listener: one end bears its name, the other none.
+	listener := ""
+	if typ != unix.SOCK_DGRAM && serr == nil && perr == nil && named(sn) != named(pn) {
+		if listener = addrString(sn); !named(sn) {
+			listener = addrString(pn)
+		}
+		isNamed = false
+	}
 	if isNamed && !disconnect {
 		return nil, errUnixNamed
 	}
@@ -68,7 +86,13 @@ func InspectUnix(fd int, ino uint64, disconnect bool) (*UnixConn, error) {
 		return nil, err
 	}
 	// Peer 0: the other end was closed (this one reads the rest, then EOF).
-	c := &UnixConn{Type: typ, Ino: ino, Peer: d.peer, Shutdown: d.shutdown}
+	c := &UnixConn{Type: typ, Ino: ino, Peer: d.peer, Shutdown: d.shutdown, Listener: listener}
+	if listener != "" && d.peer == 0 && d.shutdown != 3 && !disconnect {
+		// No peer, yet not shut down by its closing: the other end
+		// waits in the accept queue of a listener outside the tree (one
+		// inside would have been refused).
+		return nil, fmt.Errorf("a unix connection through %s that its listener has not accepted yet (--unix-disconnect brings it back closed): %w", listener, ErrUnsupported)
+	}
 	if isNamed {
 		c.Peer = 0
 	}

@@ -118,12 +118,41 @@ func TestUnixRefusals(t *testing.T) {
 	if err := unix.Connect(c, &unix.SockaddrUnix{Name: path}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InspectUnix(c, inode(t, c), false); !errors.Is(err, errUnixNamed) {
-		t.Fatalf("connection to a named socket: %v", err)
+	// Not accepted yet: its other end, in the listener's queue, is no
+	// file anyone has.
+	if _, err := InspectUnix(c, inode(t, c), false); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("connection not accepted yet: %v", err)
+	}
+	a, _, err := unix.Accept4(l, unix.SOCK_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(a)
+	// Accepted: both ends recorded with their peer and the listener's name.
+	if d, err := InspectUnix(c, inode(t, c), false); err != nil || d.Peer != inode(t, a) || d.Listener != path {
+		t.Fatalf("connecting end: %+v, %v", d, err)
+	}
+	if d, err := InspectUnix(a, inode(t, a), false); err != nil || d.Peer != inode(t, c) || d.Listener != path {
+		t.Fatalf("accepted end: %+v, %v", d, err)
+	}
+	// A client that bound a name of its own is refused.
+	b, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(b)
+	if err := unix.Bind(b, &unix.SockaddrUnix{Name: path + ".client"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(b, &unix.SockaddrUnix{Name: path}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InspectUnix(b, inode(t, b), false); !errors.Is(err, errUnixNamed) {
+		t.Fatalf("named client: %v", err)
 	}
 	// Opted in: recorded as an end whose peer is gone.
-	if d, err := InspectUnix(c, inode(t, c), true); err != nil || d.Peer != 0 {
-		t.Fatalf("connection to a named socket, disconnected: %+v, %v", d, err)
+	if d, err := InspectUnix(b, inode(t, b), true); err != nil || d.Peer != 0 {
+		t.Fatalf("named client, disconnected: %+v, %v", d, err)
 	}
 }
 
