@@ -96,7 +96,7 @@ func Main() int {
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newResolveCmd())
 	root.SetContext(ctx)
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process

@@ -28,6 +28,26 @@ type MigrateOptions struct {
 	Producer       string         // version string for the image header
 	// Stderr receives what the target and the hooks print for a human.
 	Stderr io.Writer
+	// CommitWait: how long the target keeps its frozen copy waiting for
+	// the commit, and (twice that) how long the source tries to learn the
+	// outcome of a commit before it gives up in doubt. 0: 30 s.
+	CommitWait time.Duration
+	// ReadyWait bounds the target's restore after the image is sent. 0: 10 min.
+	ReadyWait time.Duration
+}
+
+func (o *MigrateOptions) commitWait() time.Duration {
+	if o.CommitWait > 0 {
+		return o.CommitWait
+	}
+	return defaultCommitWait
+}
+
+func (o *MigrateOptions) readyWait() time.Duration {
+	if o.ReadyWait > 0 {
+		return o.ReadyWait
+	}
+	return 10 * time.Minute
 }
 
 // MigrateResult summarises a migration.
@@ -44,7 +64,7 @@ type MigrateResult struct {
 	RestoreMS   int64  `json:"restore_ms"`  // the target's restore
 	Uploaded    bool   `json:"uploaded"`    // relocate was copied to the target
 	TimeNS      bool   `json:"timens"`      // restored in a time namespace continuing the clocks
-	Unconfirmed bool   `json:"unconfirmed"` // the target did not confirm the commit (see the warning)
+	Unconfirmed bool   `json:"unconfirmed"` // the target did not say it finished (its post-restore hook)
 }
 
 // RefusedError: the migration was refused before anything was frozen.
@@ -281,8 +301,11 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	}
 	defer s.close()
 	source, _ := os.Hostname()
+	id := newID()
 	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
-		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPostRestore: o.Hooks[HookPostRestore]}}
+		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPreRestoreUndo: o.Hooks[HookPreRestoreUndo],
+			HookPostRestore: o.Hooks[HookPostRestore]},
+		ID: id, CommitMS: o.commitWait().Milliseconds(), Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
 	problems, err := s.handshake(ctx, h)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}
@@ -294,7 +317,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 
 	res := &MigrateResult{PID: pid, Dest: s.client.Dest, Uploaded: s.remote.uploaded}
 	var cp *ckpt.Checkpoint
-	var running message
+	flt := parseFault(os.Getenv("RELOCATE_FAULT"))
 	dopts := ckpt.DumpOptions{
 		UnixDisconnect: o.UnixDisconnect,
 		Progress:       o.Progress,
@@ -304,32 +327,107 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 			cp = c
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
-		Commit: func() error {
-			if err := s.frames.send(frameEnd, nil); err != nil {
-				return fmt.Errorf("%s: send: %w", s.client.Dest, err)
-			}
-			o.Progress.Set("restoring on the target", 0)
-			m, err := s.await(ctx, 0)
-			if err != nil {
-				return err
-			}
-			if m.Type != msgRunning {
-				return fmt.Errorf("protocol: expected running from the target, got %q", m.Type)
-			}
-			running = m
-			// The point of no return: from here on the target keeps its
-			// tree, and this one dies.
-			return s.frames.send(frameCommit, nil)
-		},
 	}
-	// A failed write into the channel means the target is gone: say why.
-	dres, err := ckpt.Dump(ctx, pid, s.frames, dopts)
+	if strings.HasPrefix(flt.step, "stream") {
+		if o.Progress == nil {
+			o.Progress = &ckpt.Progress{}
+			dopts.Progress = o.Progress
+		}
+		s.frames.fault, s.frames.prog = flt, o.Progress
+	}
+	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
+		// The dump resumed the tree already.
 		return nil, s.rollBack(ctx, pid, err, cp, source, &o)
 	}
+	if o.Hooks[HookRollback] != "" {
+		f.OnRollback(func() error {
+			// The hook must run even after ^C: it puts the address back.
+			return runHook(context.WithoutCancel(ctx), HookRollback, o.Hooks[HookRollback], hookEnv(HookRollback, cp, source, s.client.Dest), o.Stderr)
+		})
+	}
+	// Phase 1: the target restores and holds its copy frozen.
+	rollback := func(cause error) error {
+		err := s.rollBack(ctx, pid, cause, nil, source, &o)
+		if rerr := f.Rollback(); rerr != nil {
+			return &RolledBackError{PID: pid, Err: errors.Join(cause, rerr)}
+		}
+		return err
+	}
+	if err := s.frames.send(frameEnd, nil); err != nil {
+		return nil, rollback(fmt.Errorf("%s: send: %w", s.client.Dest, err))
+	}
+	o.Progress.Set("restoring on the target", 0)
+	m, err := s.await(ctx, o.readyWait())
+	if err == nil && m.Type != msgReady {
+		err = fmt.Errorf("protocol: expected ready from the target, got %q", m.Type)
+	}
+	if err != nil {
+		return nil, rollback(err)
+	}
+	ready := m
+	flt.at("ready")
+	if err := ctx.Err(); err != nil {
+		return nil, rollback(err)
+	}
+
+	// The decision point: record it, hold the copy here so that it stays
+	// frozen whatever happens to this process, and commit.
+	plan, err := f.Plan()
+	var l *recordLock
+	if err == nil {
+		l, _, err = lockRecord(id)
+	}
+	if err != nil {
+		return nil, rollback(err)
+	}
+	defer l.unlock()
+	sshOpts := o.SSH
+	rec := &record{ID: id, Role: "source", State: stateCommitting, Held: plan, PID: pid, Dest: dest, SSH: &sshOpts,
+		Other: s.client.Dest, Holder: os.Getpid(), HolderStart: selfStart()}
+	if err := l.save(rec); err != nil {
+		return nil, rollback(err)
+	}
+	if _, err := f.Hold(); err != nil {
+		_ = l.remove()
+		return nil, rollback(err)
+	}
+	o.Progress.Set("committing", 0)
+	sendErr := s.frames.send(frameCommit, nil)
+	flt.at("commit")
+	var ans message
+	err = sendErr
+	if err == nil {
+		// A ^C now cannot take the commit back: wait for the answer anyway.
+		ans, err = s.await(context.WithoutCancel(ctx), o.commitWait()+10*time.Second)
+	}
+	forget := func() { _ = s.frames.send(frameForget, nil) }
+	if err != nil || (ans.Type != msgRunning && ans.Type != msgAborted) {
+		// In doubt: ask the target again (a new connection) until our
+		// deadline; its record says what it did.
+		if err == nil {
+			err = fmt.Errorf("protocol: expected running from the target, got %q", ans.Type)
+		}
+		ans.Type, forget, err = s.askAgain(ctx, rec, &o, err)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if ans.Type == msgAborted {
+		err := errors.Join(f.Rollback(), l.remove())
+		return nil, &RolledBackError{PID: pid, Err: errors.Join(errors.New("the target gave up its copy before the commit reached it"), err)}
+	}
+	flt.at("before-kill")
+	if err := f.Commit(); err != nil {
+		fmt.Fprintf(o.Stderr, "relocate: warning: kill the copy here: %v\n", err)
+	}
+	flt.at("after-kill")
+	forget()
+	_ = l.remove()
+	dres := f.Result
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
-	res.RestoreMS, res.TimeNS, res.TargetPID = running.RestoreMS, running.TimeNSUsed, running.PID
+	res.RestoreMS, res.TimeNS, res.TargetPID = ready.RestoreMS, ready.TimeNSUsed, ready.PID
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true
@@ -337,6 +435,82 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	res.TotalMS = time.Since(start).Milliseconds()
 	return res, nil
 }
+
+// askAgain settles a commit whose answer did not come: it asks the
+// target (new connections) until the in-doubt deadline. It returns
+// msgRunning or msgAborted, or an InDoubtError with the copy here left
+// frozen and recorded.
+func (s *session) askAgain(ctx context.Context, rec *record, o *MigrateOptions, cause error) (string, func(), error) {
+	deadline := time.Now().Add(2 * o.commitWait())
+	for {
+		out, forget, err := askTarget(context.WithoutCancel(ctx), rec, "commit", o.Stderr)
+		if err == nil {
+			return out, forget, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", nil, &InDoubtError{ID: rec.ID, PID: rec.PID, Dest: s.client.Dest, Err: cause}
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// askTarget asks the target of a recorded migration what became of its
+// copy, with the source's decision ("commit", "abort"). It returns
+// msgRunning (then call forget once the copy here is dead) or msgAborted.
+func askTarget(ctx context.Context, rec *record, decision string, stderr io.Writer) (string, func(), error) {
+	o := &MigrateOptions{Stderr: stderr}
+	if rec.SSH != nil {
+		o.SSH = *rec.SSH
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := startReceive(ctx, rec.Dest, o)
+	if err != nil {
+		return "", nil, err
+	}
+	source, _ := os.Hostname()
+	if err := s.frames.sendJSON(frameHello, &hello{Protocol: ProtocolVersion, Source: source, Resolve: rec.ID, Decision: decision}); err != nil {
+		s.close()
+		return "", nil, err
+	}
+	m, err := s.await(ctx, 30*time.Second)
+	if err == nil && m.Type == msgHello {
+		m, err = s.await(ctx, 30*time.Second)
+	}
+	if err != nil {
+		s.close()
+		return "", nil, err
+	}
+	switch m.Type {
+	case msgRunning:
+		return msgRunning, func() {
+			_ = s.frames.send(frameForget, nil)
+			_ = s.stdin.Close()
+			_, _ = s.await(context.Background(), 10*time.Second)
+			s.close()
+		}, nil
+	case msgAborted:
+		s.close()
+		return msgAborted, nil, nil
+	}
+	s.close()
+	return "", nil, fmt.Errorf("%s: the copy there is still waiting for its own relocate's decision", rec.Dest)
+}
+
+// InDoubtError: the commit was sent but its outcome is unknown. The copy
+// here is frozen; `relocate resolve ID` settles it.
+type InDoubtError struct {
+	ID   string
+	PID  int
+	Dest string
+	Err  error
+}
+
+func (e *InDoubtError) Error() string {
+	return fmt.Sprintf("%v; in doubt: pid %d is frozen here and may run on %s; settle it with: relocate resolve %s (or --commit|--abort if %s cannot be reached)",
+		e.Err, e.PID, e.Dest, e.ID, e.Dest)
+}
+func (e *InDoubtError) Unwrap() error { return e.Err }
 
 // rollBack finishes a migration that failed after the freeze: the dump has
 // already resumed the source tree; the target is told to clean up and the

@@ -26,8 +26,9 @@ const (
 	frameHello  = 'H' // JSON hello
 	frameData   = 'D' // image bytes
 	frameEnd    = 'E' // the image is complete
-	frameCommit = 'C' // the source tree dies now: keep the restored one
+	frameCommit = 'C' // the decision: resume the restored tree (see commit.go)
 	frameAbort  = 'A' // the migration is called off; payload: why
+	frameForget = 'F' // the source's copy is gone: the target's record can go
 
 	maxFrame = 1 << 20 // image bytes per data frame
 	// maxControl caps a non-data frame (a hello with a large survey).
@@ -37,13 +38,15 @@ const (
 // Messages from the target.
 const (
 	msgHello   = "hello"   // survey checked: Problems lists what would fail
-	msgRunning = "running" // the restored tree runs; waiting for commit
+	msgReady   = "ready"   // the restored tree is frozen, waiting for commit
+	msgRunning = "running" // the restored tree runs (after commit)
+	msgAborted = "aborted" // the target has no copy (it aborted, or never had one)
 	msgDone    = "done"    // committed; the target side exits
 	msgError   = "error"   // the target failed and cleaned up: Error says why
 )
 
 // ProtocolVersion changes when either side's messages change meaning.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // hello is the source's first frame.
 type hello struct {
@@ -56,6 +59,17 @@ type hello struct {
 	PIDNS     bool         `json:"pidns,omitempty"`
 	// Hooks that run on the target: "pre-restore", "post-restore".
 	Hooks map[string]string `json:"hooks,omitempty"`
+	// ID names the migration in both hosts' state records.
+	ID string `json:"id"`
+	// CommitMS: the target aborts its frozen copy if no commit comes
+	// within this many milliseconds of READY.
+	CommitMS int64 `json:"commit_ms,omitempty"`
+	// Resolve: not a migration but a question about migration Resolve's
+	// copy here, with the source's Decision ("commit" or "abort").
+	Resolve  string `json:"resolve,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	// Fault: a fault to inject on the target (tests; see fault.go).
+	Fault string `json:"fault,omitempty"`
 }
 
 // message is one line from the target.
@@ -80,6 +94,26 @@ type frameWriter struct {
 	w    io.Writer
 	sent int64 // payload bytes of data frames
 	err  error // the first failed write
+	// fault: a streamNN fault fires once that share of the memory phase
+	// (prog) is sent.
+	fault fault
+	prog  *ckpt.Progress
+}
+
+// streamFault injects a streamNN fault when its share of the image is out.
+func (f *frameWriter) streamFault() {
+	var pct int
+	if _, err := fmt.Sscanf(f.fault.step, "stream%d", &pct); err != nil || f.prog == nil {
+		return
+	}
+	phase, _ := f.prog.Phase.Load().(string)
+	total := f.prog.Total.Load()
+	if phase != "dumping memory" || total == 0 || f.prog.Done.Load()*100 < total*int64(pct) {
+		return
+	}
+	flt := f.fault
+	f.fault = fault{}
+	flt.at(flt.step)
 }
 
 func (f *frameWriter) send(kind byte, payload []byte) error {
@@ -124,6 +158,7 @@ func (f *frameWriter) Write(p []byte) (int, error) {
 		f.sent += int64(len(chunk))
 		f.mu.Unlock()
 		n += len(chunk)
+		f.streamFault()
 		p = p[len(chunk):]
 	}
 	return n, nil
@@ -163,7 +198,7 @@ func (f *frameReader) next() (kind byte, payload []byte, err error) {
 	case frameData:
 		f.left = n
 		return kind, nil, nil
-	case frameHello, frameEnd, frameCommit, frameAbort:
+	case frameHello, frameEnd, frameCommit, frameAbort, frameForget:
 	default:
 		return 0, nil, fmt.Errorf("protocol: unknown frame type %q from the source", kind)
 	}
