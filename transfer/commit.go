@@ -131,3 +131,39 @@ func targetStep(s tgtState, e tgtEvent) tgtState {
 	}
 	return s
 }
+
+// targetSettle is the rule for a target's recorded copy asked about by a
+// resolve (from the source, or run on the target): a copy that runs keeps
+// running; a prepared one resumes only on the source's commit and before
+// its deadline; one whose relocate still waits within its deadline is left
+// to it; anything else is aborted (safe: the source kills its own copy only
+// after hearing "running").
+func targetSettle(state, decision string, late, holderAlive bool) tgtState {
+	switch {
+	case state == stateRunning:
+		return tgtRunning
+	case decision == "commit" && !late:
+		return tgtRunning
+	case decision == "" && !late && holderAlive:
+		return tgtPrepared
+	}
+	return tgtAborted
+}
+
+// sourceSettle is the rule for a source's copy in doubt, given the
+// target's answer (msgRunning, msgAborted; "" when it could not be asked)
+// and the user's decision ("" when none was given): srcKilled,
+// srcResumed, or srcInDoubt (nothing done).
+func sourceSettle(answer, decision string) srcState {
+	switch {
+	case answer == msgRunning:
+		return srcKilled
+	case answer == msgAborted:
+		return srcResumed
+	case answer == "" && decision == "commit":
+		return srcKilled
+	case answer == "" && decision == "abort":
+		return srcResumed
+	}
+	return srcInDoubt
+}

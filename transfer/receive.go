@@ -257,18 +257,17 @@ func settleTarget(ctx context.Context, id, decision string, errw io.Writer) (str
 	if r.Role != "target" {
 		return "", fmt.Errorf("migration %s left its source here, not a target", id)
 	}
-	if r.State == stateRunning {
-		return msgRunning, nil
-	}
-	late := time.Now().After(r.Deadline)
-	switch {
-	case decision == "commit" && !late:
+	switch targetSettle(r.State, decision, time.Now().After(r.Deadline), r.holderAlive()) {
+	case tgtRunning:
+		if r.State == stateRunning {
+			return msgRunning, nil
+		}
 		r.State = stateRunning
 		if err := l.save(r); err != nil {
 			return "", err
 		}
 		return msgRunning, r.Held.Resume()
-	case decision == "" && !late && r.holderAlive():
+	case tgtPrepared:
 		return msgReady, nil
 	}
 	err = r.Held.Kill(true)

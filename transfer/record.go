@@ -93,9 +93,17 @@ func lockRecord(id string) (*recordLock, *record, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("state record: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("state record %s: lock: %w", path, err)
+	// Bounded: the relocate holding it settles within its deadlines.
+	for i := 0; ; i++ {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || i >= 1200 {
+			f.Close()
+			return nil, nil, fmt.Errorf("state record %s: lock: %w (another relocate is settling migration %s)", path, err, id)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	l := &recordLock{id: id, path: path, f: f}
 	b, err := os.ReadFile(path)

@@ -35,8 +35,11 @@ func Resolve(ctx context.Context, id, decision string, stderr io.Writer) (string
 		ask = "commit" // the source decided to commit before it was in doubt
 	}
 	out, forget, err := askTarget(ctx, r, ask, stderr)
-	switch {
-	case err == nil && out == msgRunning, err != nil && decision == "commit":
+	if err != nil {
+		out = ""
+	}
+	switch sourceSettle(out, decision) {
+	case srcKilled:
 		kerr := r.Held.Kill(true)
 		if forget != nil {
 			forget()
@@ -45,7 +48,7 @@ func Resolve(ctx context.Context, id, decision string, stderr io.Writer) (string
 			return "", kerr
 		}
 		return fmt.Sprintf("pid %d runs on %s; its frozen copy here was removed", r.PID, r.Other), l.remove()
-	case err == nil && out == msgAborted, err != nil && decision == "abort":
+	case srcResumed:
 		if rerr := r.Held.Resume(); rerr != nil {
 			return "", rerr
 		}
