@@ -179,7 +179,13 @@ func newReceiveCmd() *cobra.Command {
 			if removeSelf {
 				removeOwnUpload()
 			}
-			err := transfer.Receive(c.Context(), os.Stdin, os.Stdout, os.Stderr)
+			// A pollable stdin, so that reads from the source can have a
+			// deadline (a dead link sends nothing, and no EOF either).
+			in := os.Stdin
+			if err := syscall.SetNonblock(0, true); err == nil {
+				in = os.NewFile(0, "/dev/stdin")
+			}
+			err := transfer.Receive(c.Context(), in, os.Stdout, os.Stderr)
 			if err != nil {
 				return silentError{err}
 			}

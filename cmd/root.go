@@ -122,6 +122,10 @@ func report(w io.Writer, err error, interrupted bool) int {
 	case errors.As(err, &ue) || isCobraUsage(err):
 		fmt.Fprintf(w, "relocate: error: %v\nrelocate: hint: see 'relocate --help'\n", err)
 		return ExitUsage
+	case errors.As(err, new(*transfer.InDoubtError)):
+		// Even after ^C: the one line that settles it matters most.
+		fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
+		return ExitInDoubt
 	case interrupted || errors.Is(err, context.Canceled):
 		var rolled *transfer.RolledBackError
 		if errors.As(err, &rolled) {

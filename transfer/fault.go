@@ -12,10 +12,12 @@ import (
 // RELOCATE_FAULT=STEP:ACTION on the source, RELOCATE_FAULT_TARGET=STEP:ACTION
 // for the target (carried in the hello). Not a user feature.
 //
-// Source steps: stream10, stream50, stream90 (that share of the image
-// sent), ready (READY received), commit (COMMIT sent), before-kill
-// (RUNNING received), after-kill. Target steps: ready (READY sent),
-// commit (COMMIT received), resumed (copy resumed, RUNNING not sent).
+// Source steps: before-stream (frozen, nothing sent), stream10,
+// stream50, stream90 (that share of the memory sent), ready (READY
+// received), commit (COMMIT sent), before-kill (RUNNING received),
+// after-kill. Target steps: restore (the hello checked, before the
+// image), ready (READY sent), commit (COMMIT received), resumed (copy
+// resumed, RUNNING not sent).
 // Actions: kill (SIGKILL itself), term (SIGTERM itself), wait (create
 // $RELOCATE_FAULT_DIR/STEP.reached and wait up to 120 s for STEP.go: the
 // test cuts the link meanwhile).

@@ -103,6 +103,9 @@ type session struct {
 	msgs     <-chan message
 	remote   *remoteBinary
 	errDone  chan struct{} // the target's stderr is drained
+	beats    chan struct{} // closed to stop the heartbeats
+	id       string        // the migration's, once it has one
+	idle     time.Duration // the longest silence await accepts (0: any)
 	lastDiag *lineTail     // the target's last stderr line, for errors
 	started  bool          // relocate receive runs (and removes its upload)
 }
@@ -154,7 +157,9 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 	return s, nil
 }
 
-// await waits for the next message from the target.
+// await waits for the next message from the target, at most timeout (0:
+// no limit) and, once the target beats, never longer than s.idle without
+// hearing from it: a dead link says nothing at all.
 func (s *session) await(ctx context.Context, timeout time.Duration) (message, error) {
 	var t <-chan time.Time
 	if timeout > 0 {
@@ -162,19 +167,36 @@ func (s *session) await(ctx context.Context, timeout time.Duration) (message, er
 		defer tm.Stop()
 		t = tm.C
 	}
-	select {
-	case m, ok := <-s.msgs:
-		if !ok {
-			return message{}, s.gone()
+	var idle <-chan time.Time
+	var it *time.Timer
+	if s.idle > 0 {
+		it = time.NewTimer(s.idle)
+		defer it.Stop()
+		idle = it.C
+	}
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				return message{}, s.gone()
+			}
+			if m.Type == msgBeat {
+				if it != nil {
+					it.Reset(s.idle)
+				}
+				continue
+			}
+			if m.Type == msgError {
+				return m, &targetError{m.Error}
+			}
+			return m, nil
+		case <-idle:
+			return message{}, fmt.Errorf("%s: nothing from the target for %s: the link is down", s.client.Dest, s.idle)
+		case <-t:
+			return message{}, fmt.Errorf("%s: no answer from the target in %s", s.client.Dest, timeout)
+		case <-ctx.Done():
+			return message{}, ctx.Err()
 		}
-		if m.Type == msgError {
-			return m, &targetError{m.Error}
-		}
-		return m, nil
-	case <-t:
-		return message{}, fmt.Errorf("%s: no answer from the target in %s", s.client.Dest, timeout)
-	case <-ctx.Done():
-		return message{}, ctx.Err()
 	}
 }
 
@@ -216,12 +238,16 @@ func (s *session) abort(reason string) bool {
 	_ = s.frames.send(frameAbort, []byte(reason))
 	_ = s.stdin.Close()
 	deadline := time.After(30 * time.Second)
+	confirmed := false
 	for {
 		select {
-		case _, ok := <-s.msgs:
+		case m, ok := <-s.msgs:
 			if !ok {
-				return true
+				// Ended: cleanly if it said so (a relocate that died
+				// may have left a frozen copy).
+				return confirmed
 			}
+			confirmed = confirmed || m.Type == msgAborted || m.Type == msgError
 		case <-deadline:
 			return false
 		}
@@ -229,6 +255,10 @@ func (s *session) abort(reason string) bool {
 }
 
 func (s *session) close() {
+	if s.beats != nil {
+		close(s.beats)
+		s.beats = nil
+	}
 	if s.sess != nil {
 		s.sess.Close()
 	}
@@ -244,6 +274,10 @@ func (s *session) close() {
 func (s *session) handshake(ctx context.Context, h *hello) ([]string, error) {
 	if err := s.frames.sendJSON(frameHello, h); err != nil {
 		return nil, fmt.Errorf("%s: send survey: %w", s.client.Dest, err)
+	}
+	if !h.CheckOnly && s.beats == nil {
+		s.beats = make(chan struct{})
+		go s.frames.heartbeat(s.beats)
 	}
 	m, err := s.await(ctx, time.Minute)
 	if err != nil {
@@ -302,10 +336,12 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	defer s.close()
 	source, _ := os.Hostname()
 	id := newID()
+	s.id = id
 	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
 		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPreRestoreUndo: o.Hooks[HookPreRestoreUndo],
 			HookPostRestore: o.Hooks[HookPostRestore]},
-		ID: id, CommitMS: o.commitWait().Milliseconds(), Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
+		ID: id, CommitMS: o.commitWait().Milliseconds(), IdleMS: max(o.commitWait(), 3*beatEvery).Milliseconds(),
+		Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
 	problems, err := s.handshake(ctx, h)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}
@@ -314,6 +350,11 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		_ = s.stdin.Close()
 		return nil, &RefusedError{Dest: s.client.Dest, Problems: problems}
 	}
+	// The target beats from here on; either side gives up on a silent
+	// peer after idle, and a write stuck that long (a dead link, the SSH
+	// window full) closes the connection.
+	s.idle = time.Duration(h.IdleMS) * time.Millisecond
+	s.frames.stall, s.frames.onStall = s.idle, func() { s.client.Close() }
 
 	res := &MigrateResult{PID: pid, Dest: s.client.Dest, Uploaded: s.remote.uploaded}
 	var cp *ckpt.Checkpoint
@@ -335,6 +376,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		}
 		s.frames.fault, s.frames.prog = flt, o.Progress
 	}
+	flt.at("before-stream")
 	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
 		// The dump resumed the tree already.
@@ -385,6 +427,9 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	sshOpts := o.SSH
 	rec := &record{ID: id, Role: "source", State: stateCommitting, Held: plan, PID: pid, Dest: dest, SSH: &sshOpts,
 		Other: s.client.Dest, Holder: os.Getpid(), HolderStart: selfStart()}
+	if o.Hooks[HookRollback] != "" && cp != nil {
+		rec.Undo, rec.Env = o.Hooks[HookRollback], hookEnv(HookRollback, cp, source, s.client.Dest)
+	}
 	if err := l.save(rec); err != nil {
 		return nil, rollback(err)
 	}
@@ -399,7 +444,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	err = sendErr
 	if err == nil {
 		// A ^C now cannot take the commit back: wait for the answer anyway.
-		ans, err = s.await(context.WithoutCancel(ctx), o.commitWait()+10*time.Second)
+		ans, err = s.await(context.WithoutCancel(ctx), o.commitWait()+beatEvery)
 	}
 	forget := func() { _ = s.frames.send(frameForget, nil) }
 	if err != nil || (ans.Type != msgRunning && ans.Type != msgAborted) {
@@ -530,7 +575,7 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 		reason = "interrupted at the source"
 	}
 	if !s.abort(reason) {
-		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; check %s for a leftover pid %d\n", s.client.Dest, pid)
+		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s\n", pid, s.id, s.client.Dest)
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {
 		// The hook must run even after ^C: it puts the address back.

@@ -24,6 +24,12 @@ import (
 // fails cleans up after itself, and a tree that already ran is killed
 // without a word on its connections.
 func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
+	var idle *idleReader
+	if f, ok := in.(*os.File); ok {
+		idle = &idleReader{f: f}
+		idle.idle.Store(int64(time.Minute))
+		in = idle
+	}
 	fr := newFrameReader(in)
 	mw := &messageWriter{w: out}
 	fail := func(err error) error {
@@ -60,6 +66,27 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 		return nil
 	}
 
+	if idle != nil && h.IdleMS > 0 {
+		idle.idle.Store(h.IdleMS * int64(time.Millisecond))
+	}
+	// Beat while the migration lasts: the source tells a target busy
+	// restoring from a dead link.
+	stopBeats := make(chan struct{})
+	defer close(stopBeats)
+	go func() {
+		t := time.NewTicker(beatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopBeats:
+				return
+			case <-t.C:
+				if mw.send(message{Type: msgBeat}) != nil {
+					return
+				}
+			}
+		}
+	}()
 	if !idPattern.MatchString(h.ID) {
 		return fail(fmt.Errorf("protocol: the source sent no migration id"))
 	}
@@ -97,12 +124,14 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		uenv := append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo)
 		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
 	}
+	flt.at("restore")
 	p, err := ckpt.RestoreTx(ctx, fr, opts)
 	if err != nil {
 		err = errors.Join(err, runUndo())
 		var ab *abortedError
 		if errors.As(err, &ab) {
-			return err // the source knows why
+			_ = mw.send(message{Type: msgAborted}) // cleaned up: the source may resume
+			return err
 		}
 		return fail(err)
 	}

@@ -48,7 +48,9 @@ type record struct {
 	HolderStart uint64      `json:"holder_start,omitempty"`
 	// Deadline: target: a commit after it is refused; the copy is aborted.
 	Deadline time.Time `json:"deadline,omitempty"`
-	// Undo: target: the pre-restore-undo hook to run if the copy is aborted.
+	// Undo: the hook that takes back what ran before the commit, run by a
+	// resolve that gives up this copy (target: pre-restore-undo) or resumes
+	// it (source: rollback).
 	Undo string   `json:"undo,omitempty"`
 	Env  []string `json:"env,omitempty"` // for the hook
 }

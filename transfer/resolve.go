@@ -52,6 +52,11 @@ func Resolve(ctx context.Context, id, decision string, stderr io.Writer) (string
 		if rerr := r.Held.Resume(); rerr != nil {
 			return "", rerr
 		}
+		if r.Undo != "" {
+			if herr := runHook(ctx, HookRollback, r.Undo, r.Env, stderr); herr != nil {
+				fmt.Fprintf(stderr, "relocate: warning: %v\n", herr)
+			}
+		}
 		return fmt.Sprintf("pid %d runs on here; %s has no copy", r.PID, r.Other), l.remove()
 	}
 	return "", fmt.Errorf("cannot reach %s: %w; when you know whether pid %d runs there, run relocate resolve %s --commit (it runs there) or --abort (it does not)", r.Other, err, r.PID, id)
