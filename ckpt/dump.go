@@ -59,11 +59,6 @@ type DumpOptions struct {
 	// before memory is written (a migration's post-dump hook). An error
 	// rolls the dump back.
 	Frozen func(cp *Checkpoint) error
-	// Commit, if set, runs once the image is completely written, before the
-	// tree is killed (a migration waits there for the target to say the
-	// restored tree runs). An error rolls the dump back: the tree resumes.
-	// Not called with LeaveRunning.
-	Commit func() error
 	// Unlock removes the network lock once the tree is killed: its
 	// connections now live elsewhere.
 	Unlock bool
@@ -108,6 +103,24 @@ type dumper struct {
 // image is completely written; on any error they are resumed exactly as
 // they were.
 func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpResult, error) {
+	f, err := DumpTx(ctx, pid, out, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LeaveRunning {
+		return f.Result, f.Rollback()
+	}
+	if err := f.Commit(); err != nil {
+		return nil, err
+	}
+	return f.Result, nil
+}
+
+// DumpTx freezes pid's tree and writes its image into out, and returns
+// the tree still frozen: the caller ends the transaction with Commit (the
+// tree dies) or Rollback (it runs on as it was). On error the tree was
+// resumed already.
+func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Frozen, error) {
 	fs := opts.Proc
 	if fs.Root == "" {
 		fs = proc.Default()
@@ -116,7 +129,6 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		return nil, err
 	}
 	ls := findListeners(fs, pid)
-	defer ls.release()
 	waited := time.Duration(0)
 	for attempt := 1; ; attempt++ {
 		wait := drainWait
@@ -126,27 +138,27 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		start := time.Now()
 		ls.drain(wait)
 		waited += time.Since(start)
-		res, err := dumpOnce(ctx, pid, fs, out, opts)
+		f, err := dumpOnce(ctx, pid, fs, out, opts)
 		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil {
 			continue // a connection or message came in before the freeze: try again
 		}
-		return res, queueError(err, waited)
+		if err != nil {
+			return nil, errors.Join(queueError(err, waited), ls.release())
+		}
+		f.ls = ls
+		return f, nil
 	}
 }
 
-// dumpOnce freezes the tree and dumps it.
-func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (*DumpResult, error) {
+// dumpOnce freezes the tree and writes its image; the tree stays frozen.
+func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (*Frozen, error) {
 	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable()}
 	root := t.add(pid, fs, opts)
 	if err := root.precheck(); err != nil {
 		return nil, err
 	}
-	tr := ptrace.NewTracer()
-	defer tr.Close()
-
-	var res *DumpResult
-	frozenAt := time.Now()
-	err := tr.Do(func() (err error) {
+	f := &Frozen{tr: ptrace.NewTracer(), t: t, opts: opts}
+	err := f.tr.Do(func() (err error) {
 		opts.Progress.set("freezing", 0)
 		defer func() {
 			if err != nil {
@@ -156,16 +168,15 @@ func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts Dump
 		if err := t.freeze(); err != nil {
 			return err
 		}
-		frozenAt = time.Now()
-		res, err = t.dumpFrozen(ctx, out)
+		f.frozenAt = time.Now()
+		f.Result, err = t.dumpFrozen(ctx, out)
 		return err
 	})
 	if err != nil {
+		f.tr.Close()
 		return nil, err
 	}
-	res.Frozen = time.Since(frozenAt)
-	res.FrozenMS = res.Frozen.Milliseconds()
-	return res, nil
+	return f, nil
 }
 
 var errZombie = errors.New("is a zombie (exited, not yet reaped)")
@@ -358,15 +369,14 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if opts.LeaveRunning {
-		return res, t.release()
-	}
-	if opts.Commit != nil {
-		if err := opts.Commit(); err != nil {
-			return nil, err
-		}
-	}
-	res.Killed = true
+	return res, nil
+}
+
+// kill ends the frozen tree: every process dies, its connections' copies
+// here are closed without a word, and the network lock stays (the
+// connections wait for a restore) unless unlock.
+// Precondition: called on the tracer thread.
+func (t *tree) kill(unlock bool) (netLocked bool, err error) {
 	// Kill every process before waiting for any: a parent must not see its
 	// child die and react.
 	var errs []error
@@ -380,18 +390,15 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	for _, d := range t.procs {
 		d.waitKilled()
-		res.NetLocked = res.NetLocked || d.lock != nil
+		netLocked = netLocked || d.lock != nil
 		errs = append(errs, d.releaseNet(false))
-		if opts.Unlock {
+		if unlock {
 			errs = append(errs, d.lock.Unlock())
 		}
 	}
-	if opts.Unlock {
-		res.NetLocked = false
-	}
 	// Its System V segments moved with it.
 	errs = append(errs, t.files.removeSysV())
-	return res, errors.Join(errs...)
+	return netLocked && !unlock, errors.Join(errs...)
 }
 
 // precheck refuses processes that can never be dumped, before touching them.

@@ -168,6 +168,13 @@ func (d *dumper) collectTCP() error {
 			return &FDError{PID: t.pid, FD: t.num, What: t.link + " (tcp)", Err: err}
 		}
 		d.files.files[t.file].TCP = c
+		// Repair mode only while reading: a relocate killed from here on
+		// leaves a working socket (the lock holds its packets meanwhile;
+		// the frozen process changes nothing in it).
+		if err := sock.RepairOff(t.fd); err != nil {
+			return &FDError{PID: t.pid, FD: t.num, What: t.link + " (tcp)", Err: fmt.Errorf("TCP_REPAIR off: %w", err)}
+		}
+		t.repairing = false
 	}
 	return nil
 }
@@ -186,14 +193,18 @@ func sockPort(sa unix.Sockaddr) uint16 {
 // between dump and restore.
 func lockName(pid int) string { return fmt.Sprintf("relocate_%d", pid) }
 
-// releaseNet hands the connections back: to the process (resume: repair
-// off, lock lifted) or to nobody (killed: the duplicates are closed in
-// repair mode, which sends nothing, and the lock stays until restore).
+// releaseNet hands the connections back: to the process (resume: the
+// lock lifted) or to nobody (killed: the duplicates, now the last
+// references, are closed in repair mode, which sends nothing, and the
+// lock stays until restore).
 func (d *dumper) releaseNet(resume bool) error {
 	var errs []error
 	for _, t := range d.tcp {
-		if resume && t.repairing {
+		switch {
+		case resume && t.repairing:
 			errs = append(errs, sock.RepairOff(t.fd))
+		case !resume && !t.repairing:
+			errs = append(errs, sock.RepairOn(t.fd))
 		}
 		unix.Close(t.fd)
 	}

@@ -42,9 +42,6 @@ type RestoreOptions struct {
 	// External says where descriptors that led outside the tree go
 	// (FileExternal); without a rule that matches, /dev/null.
 	External []ExternalRule
-	// Confirm, if set, runs once the tree is running; an error kills the
-	// tree again, without a word on its connections, and Restore fails.
-	Confirm func(res *RestoreResult) error
 }
 
 // RestoreResult summarises a restore.
@@ -148,33 +145,109 @@ func (cp *Checkpoint) validate() error {
 // whole stream is read and verified before anything runs; on any error
 // nothing is left behind.
 func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreResult, error) {
+	sh, res, err := restore(ctx, in, opts, false)
+	if err != nil {
+		return nil, err
+	}
+	sh.closeFiles()
+	return res, nil
+}
+
+// RestoreTx rebuilds the processes of an image stream and keeps them
+// frozen, not yet visible to anyone: every thread has its registers, its
+// sockets are connected, but the processes are stopped (see Hold) and the
+// network locks still drop their connections' packets and new
+// connections to their listeners. The caller ends it with Resume or Abort.
+func RestoreTx(ctx context.Context, in io.Reader, opts RestoreOptions) (*Prepared, error) {
+	sh, res, err := restore(ctx, in, opts, true)
+	if err != nil {
+		return nil, err
+	}
+	cp := sh.cp
+	p := &Prepared{Result: res, sh: sh, Held: &Held{Reap: sh.init == nil}}
+	for _, rs := range sh.order {
+		start, err := StartTime(rs.host)
+		if err != nil {
+			return nil, errors.Join(&ProcessError{PID: rs.p.PID, Err: err}, p.Abort())
+		}
+		p.Held.Procs = append(p.Held.Procs, HeldProc{PID: rs.host, Start: start, Stopped: rs.p.Stopped != 0})
+	}
+	// The tables lockNet installed (a migration restores on another
+	// host than the dump's: each of the image's locks is ours).
+	for name, conns := range sh.netConns() {
+		if len(conns) > 0 {
+			p.Held.Locks = append(p.Held.Locks, name)
+		}
+	}
+	if sh.listenLock != nil {
+		p.Held.Locks = append(p.Held.Locks, listenLockName(cp.Root))
+	}
+	return p, nil
+}
+
+// Prepared is a restored tree held frozen (RestoreTx).
+type Prepared struct {
+	Result *RestoreResult
+	// Held describes the frozen tree, for a record that lets a later
+	// relocate settle it if this one dies.
+	Held *Held
+	sh   *shared
+	done bool
+}
+
+// Resume lets the tree run: its network locks are lifted, then its
+// processes continued.
+func (p *Prepared) Resume() error {
+	if p.done {
+		return errors.New("restore transaction already ended")
+	}
+	p.done = true
+	err := p.Held.Resume()
+	p.sh.locks = nil
+	p.sh.closeFiles()
+	return err
+}
+
+// Abort kills the tree without a word on its connections (their other
+// copy lives on elsewhere) and removes the locks it installed.
+func (p *Prepared) Abort() error {
+	if p.done {
+		return errors.New("restore transaction already ended")
+	}
+	p.done = true
+	return p.sh.killRestored()
+}
+
+// restore does Restore's work; with hold it leaves the tree frozen (see
+// RestoreTx).
+func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) (*shared, *RestoreResult, error) {
 	start := time.Now()
 	r, err := image.NewReader(in)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := checkHeader(r.Header()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cp, err := ReadCheckpoint(r)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	sh := &shared{cp: cp, r: r, opts: opts, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}}
+	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}}
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]
 		if err := precheckRestore(p, !opts.PIDNS); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rs := &restorer{shared: sh, p: p}
 		sh.order = append(sh.order, rs)
 		sh.procs[p.PID] = rs
 		threads += len(p.Threads)
 	}
-	defer sh.closeFiles()
 	if err := sh.resolveExternals(opts.External); err != nil {
-		return nil, err
+		sh.closeFiles()
+		return nil, nil, err
 	}
 	tr := ptrace.NewTracer()
 	defer tr.Close()
@@ -187,16 +260,12 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 		return sh.run(ctx)
 	})
 	if err != nil {
-		return nil, err
+		sh.closeFiles()
+		return nil, nil, err
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
 		Pages: sh.pages, Duration: time.Since(start), Externals: sh.notes}
-	if opts.Confirm != nil {
-		if err := opts.Confirm(res); err != nil {
-			return nil, errors.Join(err, sh.killRestored())
-		}
-	}
-	return res, nil
+	return sh, res, nil
 }
 
 func checkHeader(h image.Header) error {
@@ -290,6 +359,7 @@ type shared struct {
 	cp    *Checkpoint
 	r     *image.Reader
 	opts  RestoreOptions
+	hold  bool // RestoreTx: stop before resuming
 	stub  *remote
 	pages int64
 	blobs map[uint32]*blobSink
@@ -883,7 +953,7 @@ func (sh *shared) resume() error {
 			}
 		}
 	}
-	if sh.opts.Confirm != nil {
+	if sh.hold {
 		for _, rs := range sh.order {
 			fd, err := unix.PidfdOpen(rs.host, 0)
 			if err != nil {
@@ -898,9 +968,14 @@ func (sh *shared) resume() error {
 		}
 	}
 	for _, rs := range sh.order {
-		if sig := unix.Signal(rs.p.Stopped); sig != 0 {
-			// It was stopped (job control): queued while its threads
-			// are held, the signal stops it as they leave ptrace.
+		sig := unix.Signal(rs.p.Stopped)
+		if sig == 0 && sh.hold {
+			sig = unix.SIGSTOP // held: see Hold in tx.go
+		}
+		if sig != 0 {
+			// It was stopped (job control), or is held: queued while
+			// its threads are held, the signal stops it as they leave
+			// ptrace, before it runs an instruction.
 			if err := unix.Kill(rs.host, sig); err != nil {
 				return fmt.Errorf("pid %d: stop it again: %w", rs.p.PID, err)
 			}

@@ -702,6 +702,11 @@ func (sh *shared) finishNet() error {
 		}
 	}
 	sh.live, sh.tcp = sh.tcp, nil
+	if sh.hold {
+		// The locks stay until the tree resumes (Prepared.Resume), and
+		// are ours to remove if it is aborted.
+		return nil
+	}
 	sh.locks = nil // removed below, with the dump's
 	for _, name := range sh.cp.NetLocks {
 		if err := sock.UnlockTable(name); err != nil {

@@ -21,6 +21,9 @@ import (
 const (
 	ExitRefused    = 3 // refused before the freeze: the process never stopped
 	ExitRolledBack = 4 // failed after the freeze: the process runs on at the source
+	// ExitInDoubt: the commit was sent and its outcome is unknown; the
+	// copy here is frozen until `relocate resolve ID` settles it.
+	ExitInDoubt = 5
 )
 
 // sshOptions are the ssh(1)-like flags of the commands that reach a host.
@@ -47,15 +50,17 @@ type migrateOptions struct {
 	pidns          bool
 	unixDisconnect bool
 	json           bool
+	commitWait     time.Duration
 }
 
 func (o *migrateOptions) AddFlags(c *cobra.Command) {
 	o.ssh.AddFlags(c)
-	c.Flags().StringArrayVar(&o.hooks, "hook", nil, "run `NAME=CMD` at a step of the migration: post-dump (source), pre-restore, post-restore (target), rollback (source); repeatable")
+	c.Flags().StringArrayVar(&o.hooks, "hook", nil, "run `NAME=CMD` at a step of the migration: post-dump (source), pre-restore, pre-restore-undo, post-restore (target), rollback (source); repeatable")
 	c.Flags().BoolVar(&o.noTimeNS, "no-timens", false, "let the restored processes see the target's monotonic clock instead of continuing their own")
 	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they arrive closed (queued bytes, then EOF)")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore on the target in a new PID namespace, where the processes keep their PIDs even if those are taken there")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary on stdout")
+	c.Flags().DurationVar(&o.commitWait, "commit-timeout", 0, "how long the target's frozen copy waits for the commit (default 30s); the source tries twice as long to learn the outcome before it gives up in doubt")
 }
 
 // hookMap parses --hook NAME=CMD flags.
@@ -88,8 +93,10 @@ running on either side: relocate uploads itself if the target lacks it.
 
 DEST is [user@]host[:port] or a Host alias of ~/.ssh/config; the host key
 must be in known_hosts. Exit status: 0 migrated, 3 refused before the
-freeze, 4 rolled back (the process runs on here), 130 interrupted (rolled
-back), 2 usage, 1 other errors.
+freeze, 4 rolled back (the process runs on here), 5 in doubt (the commit
+was sent but not confirmed: the process is frozen here; the line printed
+names the relocate resolve command that settles it), 130 interrupted
+(rolled back), 2 usage, 1 other errors.
 
 Hooks run with sh -c and get RELOCATE_HOOK, RELOCATE_PID, RELOCATE_PIDS,
 RELOCATE_ADDRS (local ip:port of its sockets), RELOCATE_IPS, RELOCATE_SOURCE
@@ -112,7 +119,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
 		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
-		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
+		Producer: "relocate " + version(), Stderr: c.ErrOrStderr(), CommitWait: o.commitWait})
 	stop()
 	if err != nil {
 		return err
@@ -145,7 +152,10 @@ func seconds(ms int64) string { return fmt.Sprintf("%.2f s", float64(ms)/1000) }
 func migrationExit(err error) (int, bool) {
 	var refused *transfer.RefusedError
 	var rolled *transfer.RolledBackError
+	var doubt *transfer.InDoubtError
 	switch {
+	case errors.As(err, &doubt):
+		return ExitInDoubt, true
 	case errors.As(err, &rolled):
 		return ExitRolledBack, true
 	case errors.As(err, &refused):
@@ -169,7 +179,13 @@ func newReceiveCmd() *cobra.Command {
 			if removeSelf {
 				removeOwnUpload()
 			}
-			err := transfer.Receive(c.Context(), os.Stdin, os.Stdout, os.Stderr)
+			// A pollable stdin, so that reads from the source can have a
+			// deadline (a dead link sends nothing, and no EOF either).
+			in := os.Stdin
+			if err := syscall.SetNonblock(0, true); err == nil {
+				in = os.NewFile(0, "/dev/stdin")
+			}
+			err := transfer.Receive(c.Context(), in, os.Stdout, os.Stderr)
 			if err != nil {
 				return silentError{err}
 			}

@@ -96,7 +96,7 @@ func Main() int {
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
 	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newResolveCmd())
 	root.SetContext(ctx)
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process
@@ -122,6 +122,10 @@ func report(w io.Writer, err error, interrupted bool) int {
 	case errors.As(err, &ue) || isCobraUsage(err):
 		fmt.Fprintf(w, "relocate: error: %v\nrelocate: hint: see 'relocate --help'\n", err)
 		return ExitUsage
+	case errors.As(err, new(*transfer.InDoubtError)):
+		// Even after ^C: the one line that settles it matters most.
+		fmt.Fprintf(w, "relocate: error: %s\n", oneLine(err))
+		return ExitInDoubt
 	case interrupted || errors.Is(err, context.Canceled):
 		var rolled *transfer.RolledBackError
 		if errors.As(err, &rolled) {

@@ -12,7 +12,7 @@
 # A host is a long-lived init (PID 1 of new PID, network, mount and UTS
 # namespaces; it reaps orphans) whose /proc shows the host's own PIDs, with
 # a private tmpfs at /run/relocate-sim for host-local files, its own
-# /run/sshd, hostname HOST, an eth0 on the bridge rlbN of the root
+# /run/sshd and /run/relocate (migration state records), hostname HOST, an eth0 on the bridge rlbN of the root
 # namespace (10.78.N.1) and an sshd on port 22 of its address: src is
 # 10.78.N.2, dst 10.78.N.3. The service address VIP=10.78.N.100 belongs to
 # no host until `vip DIR HOST add` gives it to one (and announces it with a
@@ -99,6 +99,7 @@ read -r -d '' INIT <<'EOF' || true
 set -e
 mount -t tmpfs -o mode=0755,size=64m simhost-local /run/relocate-sim
 mount -t tmpfs -o mode=0755,size=1m simhost-sshd /run/sshd
+mount -t tmpfs -o mode=0700,size=1m simhost-state /run/relocate
 for f in /root/.bashrc /root/.profile /root/.bash_profile /root/.bash_login; do
 	if [ -f "$f" ]; then mount --bind /dev/null "$f"; fi
 done
@@ -136,7 +137,7 @@ cmd_up() {
 
 	# The mount points of the hosts' tmpfs, shared by all hosts (and sshd -t
 	# wants /run/sshd).
-	mkdir -p /run/relocate-sim /run/sshd
+	mkdir -p /run/relocate-sim /run/sshd /run/relocate
 
 	# Keys: the client's, each host's, and a wrong one.
 	for h in "${HOSTS[@]}"; do

@@ -20,12 +20,15 @@ import (
 const (
 	HookPostDump    = "post-dump"    // source, once the tree is frozen
 	HookPreRestore  = "pre-restore"  // target, before sockets are rebuilt
-	HookPostRestore = "post-restore" // target, once the tree runs
-	HookRollback    = "rollback"     // source, when a migration is called off after the freeze
+	HookPostRestore = "post-restore" // target, once the tree runs (after the commit: can only warn)
+	// HookPreRestoreUndo runs on the target when a copy whose pre-restore
+	// hook ran is given up (the rollback's counterpart there).
+	HookPreRestoreUndo = "pre-restore-undo"
+	HookRollback       = "rollback" // source, when a migration is called off after the freeze
 )
 
 // HookNames are the hooks there are, in the order they run.
-var HookNames = []string{HookPostDump, HookPreRestore, HookPostRestore, HookRollback}
+var HookNames = []string{HookPostDump, HookPreRestore, HookPreRestoreUndo, HookPostRestore, HookRollback}
 
 // hookTimeout bounds a hook: a hung hook must not keep a tree frozen
 // forever.

@@ -28,6 +28,26 @@ type MigrateOptions struct {
 	Producer       string         // version string for the image header
 	// Stderr receives what the target and the hooks print for a human.
 	Stderr io.Writer
+	// CommitWait: how long the target keeps its frozen copy waiting for
+	// the commit, and (twice that) how long the source tries to learn the
+	// outcome of a commit before it gives up in doubt. 0: 30 s.
+	CommitWait time.Duration
+	// ReadyWait bounds the target's restore after the image is sent. 0: 10 min.
+	ReadyWait time.Duration
+}
+
+func (o *MigrateOptions) commitWait() time.Duration {
+	if o.CommitWait > 0 {
+		return o.CommitWait
+	}
+	return defaultCommitWait
+}
+
+func (o *MigrateOptions) readyWait() time.Duration {
+	if o.ReadyWait > 0 {
+		return o.ReadyWait
+	}
+	return 10 * time.Minute
 }
 
 // MigrateResult summarises a migration.
@@ -44,7 +64,7 @@ type MigrateResult struct {
 	RestoreMS   int64  `json:"restore_ms"`  // the target's restore
 	Uploaded    bool   `json:"uploaded"`    // relocate was copied to the target
 	TimeNS      bool   `json:"timens"`      // restored in a time namespace continuing the clocks
-	Unconfirmed bool   `json:"unconfirmed"` // the target did not confirm the commit (see the warning)
+	Unconfirmed bool   `json:"unconfirmed"` // the target did not say it finished (its post-restore hook)
 }
 
 // RefusedError: the migration was refused before anything was frozen.
@@ -83,6 +103,9 @@ type session struct {
 	msgs     <-chan message
 	remote   *remoteBinary
 	errDone  chan struct{} // the target's stderr is drained
+	beats    chan struct{} // closed to stop the heartbeats
+	id       string        // the migration's, once it has one
+	idle     time.Duration // the longest silence await accepts (0: any)
 	lastDiag *lineTail     // the target's last stderr line, for errors
 	started  bool          // relocate receive runs (and removes its upload)
 }
@@ -134,7 +157,9 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 	return s, nil
 }
 
-// await waits for the next message from the target.
+// await waits for the next message from the target, at most timeout (0:
+// no limit) and, once the target beats, never longer than s.idle without
+// hearing from it: a dead link says nothing at all.
 func (s *session) await(ctx context.Context, timeout time.Duration) (message, error) {
 	var t <-chan time.Time
 	if timeout > 0 {
@@ -142,19 +167,36 @@ func (s *session) await(ctx context.Context, timeout time.Duration) (message, er
 		defer tm.Stop()
 		t = tm.C
 	}
-	select {
-	case m, ok := <-s.msgs:
-		if !ok {
-			return message{}, s.gone()
+	var idle <-chan time.Time
+	var it *time.Timer
+	if s.idle > 0 {
+		it = time.NewTimer(s.idle)
+		defer it.Stop()
+		idle = it.C
+	}
+	for {
+		select {
+		case m, ok := <-s.msgs:
+			if !ok {
+				return message{}, s.gone()
+			}
+			if m.Type == msgBeat {
+				if it != nil {
+					it.Reset(s.idle)
+				}
+				continue
+			}
+			if m.Type == msgError {
+				return m, &targetError{m.Error}
+			}
+			return m, nil
+		case <-idle:
+			return message{}, fmt.Errorf("%s: nothing from the target for %s: the link is down", s.client.Dest, s.idle)
+		case <-t:
+			return message{}, fmt.Errorf("%s: no answer from the target in %s", s.client.Dest, timeout)
+		case <-ctx.Done():
+			return message{}, ctx.Err()
 		}
-		if m.Type == msgError {
-			return m, &targetError{m.Error}
-		}
-		return m, nil
-	case <-t:
-		return message{}, fmt.Errorf("%s: no answer from the target in %s", s.client.Dest, timeout)
-	case <-ctx.Done():
-		return message{}, ctx.Err()
 	}
 }
 
@@ -196,12 +238,16 @@ func (s *session) abort(reason string) bool {
 	_ = s.frames.send(frameAbort, []byte(reason))
 	_ = s.stdin.Close()
 	deadline := time.After(30 * time.Second)
+	confirmed := false
 	for {
 		select {
-		case _, ok := <-s.msgs:
+		case m, ok := <-s.msgs:
 			if !ok {
-				return true
+				// Ended: cleanly if it said so (a relocate that died
+				// may have left a frozen copy).
+				return confirmed
 			}
+			confirmed = confirmed || m.Type == msgAborted || m.Type == msgError
 		case <-deadline:
 			return false
 		}
@@ -209,6 +255,10 @@ func (s *session) abort(reason string) bool {
 }
 
 func (s *session) close() {
+	if s.beats != nil {
+		close(s.beats)
+		s.beats = nil
+	}
 	if s.sess != nil {
 		s.sess.Close()
 	}
@@ -224,6 +274,10 @@ func (s *session) close() {
 func (s *session) handshake(ctx context.Context, h *hello) ([]string, error) {
 	if err := s.frames.sendJSON(frameHello, h); err != nil {
 		return nil, fmt.Errorf("%s: send survey: %w", s.client.Dest, err)
+	}
+	if !h.CheckOnly && s.beats == nil {
+		s.beats = make(chan struct{})
+		go s.frames.heartbeat(s.beats)
 	}
 	m, err := s.await(ctx, time.Minute)
 	if err != nil {
@@ -281,8 +335,13 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	}
 	defer s.close()
 	source, _ := os.Hostname()
+	id := newID()
+	s.id = id
 	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
-		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPostRestore: o.Hooks[HookPostRestore]}}
+		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPreRestoreUndo: o.Hooks[HookPreRestoreUndo],
+			HookPostRestore: o.Hooks[HookPostRestore]},
+		ID: id, CommitMS: o.commitWait().Milliseconds(), IdleMS: max(o.commitWait(), 3*beatEvery).Milliseconds(),
+		Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
 	problems, err := s.handshake(ctx, h)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}
@@ -291,10 +350,15 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		_ = s.stdin.Close()
 		return nil, &RefusedError{Dest: s.client.Dest, Problems: problems}
 	}
+	// The target beats from here on; either side gives up on a silent
+	// peer after idle, and a write stuck that long (a dead link, the SSH
+	// window full) closes the connection.
+	s.idle = time.Duration(h.IdleMS) * time.Millisecond
+	s.frames.stall, s.frames.onStall = s.idle, func() { s.client.Close() }
 
 	res := &MigrateResult{PID: pid, Dest: s.client.Dest, Uploaded: s.remote.uploaded}
 	var cp *ckpt.Checkpoint
-	var running message
+	flt := parseFault(os.Getenv("RELOCATE_FAULT"))
 	dopts := ckpt.DumpOptions{
 		UnixDisconnect: o.UnixDisconnect,
 		Progress:       o.Progress,
@@ -304,32 +368,111 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 			cp = c
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
-		Commit: func() error {
-			if err := s.frames.send(frameEnd, nil); err != nil {
-				return fmt.Errorf("%s: send: %w", s.client.Dest, err)
-			}
-			o.Progress.Set("restoring on the target", 0)
-			m, err := s.await(ctx, 0)
-			if err != nil {
-				return err
-			}
-			if m.Type != msgRunning {
-				return fmt.Errorf("protocol: expected running from the target, got %q", m.Type)
-			}
-			running = m
-			// The point of no return: from here on the target keeps its
-			// tree, and this one dies.
-			return s.frames.send(frameCommit, nil)
-		},
 	}
-	// A failed write into the channel means the target is gone: say why.
-	dres, err := ckpt.Dump(ctx, pid, s.frames, dopts)
+	if strings.HasPrefix(flt.step, "stream") {
+		if o.Progress == nil {
+			o.Progress = &ckpt.Progress{}
+			dopts.Progress = o.Progress
+		}
+		s.frames.fault, s.frames.prog = flt, o.Progress
+	}
+	flt.at("before-stream")
+	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
+		// The dump resumed the tree already.
 		return nil, s.rollBack(ctx, pid, err, cp, source, &o)
 	}
+	if o.Hooks[HookRollback] != "" {
+		f.OnRollback(func() error {
+			// The hook must run even after ^C: it puts the address back.
+			return runHook(context.WithoutCancel(ctx), HookRollback, o.Hooks[HookRollback], hookEnv(HookRollback, cp, source, s.client.Dest), o.Stderr)
+		})
+	}
+	// Phase 1: the target restores and holds its copy frozen.
+	rollback := func(cause error) error {
+		err := s.rollBack(ctx, pid, cause, nil, source, &o)
+		if rerr := f.Rollback(); rerr != nil {
+			return &RolledBackError{PID: pid, Err: errors.Join(cause, rerr)}
+		}
+		return err
+	}
+	if err := s.frames.send(frameEnd, nil); err != nil {
+		return nil, rollback(fmt.Errorf("%s: send: %w", s.client.Dest, err))
+	}
+	o.Progress.Set("restoring on the target", 0)
+	m, err := s.await(ctx, o.readyWait())
+	if err == nil && m.Type != msgReady {
+		err = fmt.Errorf("protocol: expected ready from the target, got %q", m.Type)
+	}
+	if err != nil {
+		return nil, rollback(err)
+	}
+	ready := m
+	flt.at("ready")
+	if err := ctx.Err(); err != nil {
+		return nil, rollback(err)
+	}
+
+	// The decision point: record it, hold the copy here so that it stays
+	// frozen whatever happens to this process, and commit.
+	plan, err := f.Plan()
+	var l *recordLock
+	if err == nil {
+		l, _, err = lockRecord(id)
+	}
+	if err != nil {
+		return nil, rollback(err)
+	}
+	defer l.unlock()
+	sshOpts := o.SSH
+	rec := &record{ID: id, Role: "source", State: stateCommitting, Held: plan, PID: pid, Dest: dest, SSH: &sshOpts,
+		Other: s.client.Dest, Holder: os.Getpid(), HolderStart: selfStart()}
+	if o.Hooks[HookRollback] != "" && cp != nil {
+		rec.Undo, rec.Env = o.Hooks[HookRollback], hookEnv(HookRollback, cp, source, s.client.Dest)
+	}
+	if err := l.save(rec); err != nil {
+		return nil, rollback(err)
+	}
+	if _, err := f.Hold(); err != nil {
+		_ = l.remove()
+		return nil, rollback(err)
+	}
+	o.Progress.Set("committing", 0)
+	sendErr := s.frames.send(frameCommit, nil)
+	flt.at("commit")
+	var ans message
+	err = sendErr
+	if err == nil {
+		// A ^C now cannot take the commit back: wait for the answer anyway.
+		ans, err = s.await(context.WithoutCancel(ctx), o.commitWait()+beatEvery)
+	}
+	forget := func() { _ = s.frames.send(frameForget, nil) }
+	if err != nil || (ans.Type != msgRunning && ans.Type != msgAborted) {
+		// In doubt: ask the target again (a new connection) until our
+		// deadline; its record says what it did.
+		if err == nil {
+			err = fmt.Errorf("protocol: expected running from the target, got %q", ans.Type)
+		}
+		ans.Type, forget, err = s.askAgain(ctx, rec, &o, err)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if ans.Type == msgAborted {
+		err := errors.Join(f.Rollback(), l.remove())
+		return nil, &RolledBackError{PID: pid, Err: errors.Join(errors.New("the target gave up its copy before the commit reached it"), err)}
+	}
+	flt.at("before-kill")
+	if err := f.Commit(); err != nil {
+		fmt.Fprintf(o.Stderr, "relocate: warning: kill the copy here: %v\n", err)
+	}
+	flt.at("after-kill")
+	forget()
+	_ = l.remove()
+	dres := f.Result
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
-	res.RestoreMS, res.TimeNS, res.TargetPID = running.RestoreMS, running.TimeNSUsed, running.PID
+	res.RestoreMS, res.TimeNS, res.TargetPID = ready.RestoreMS, ready.TimeNSUsed, ready.PID
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true
@@ -337,6 +480,82 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	res.TotalMS = time.Since(start).Milliseconds()
 	return res, nil
 }
+
+// askAgain settles a commit whose answer did not come: it asks the
+// target (new connections) until the in-doubt deadline. It returns
+// msgRunning or msgAborted, or an InDoubtError with the copy here left
+// frozen and recorded.
+func (s *session) askAgain(ctx context.Context, rec *record, o *MigrateOptions, cause error) (string, func(), error) {
+	deadline := time.Now().Add(2 * o.commitWait())
+	for {
+		out, forget, err := askTarget(context.WithoutCancel(ctx), rec, "commit", o.Stderr)
+		if err == nil {
+			return out, forget, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", nil, &InDoubtError{ID: rec.ID, PID: rec.PID, Dest: s.client.Dest, Err: cause}
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// askTarget asks the target of a recorded migration what became of its
+// copy, with the source's decision ("commit", "abort"). It returns
+// msgRunning (then call forget once the copy here is dead) or msgAborted.
+func askTarget(ctx context.Context, rec *record, decision string, stderr io.Writer) (string, func(), error) {
+	o := &MigrateOptions{Stderr: stderr}
+	if rec.SSH != nil {
+		o.SSH = *rec.SSH
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	s, err := startReceive(ctx, rec.Dest, o)
+	if err != nil {
+		return "", nil, err
+	}
+	source, _ := os.Hostname()
+	if err := s.frames.sendJSON(frameHello, &hello{Protocol: ProtocolVersion, Source: source, Resolve: rec.ID, Decision: decision}); err != nil {
+		s.close()
+		return "", nil, err
+	}
+	m, err := s.await(ctx, 30*time.Second)
+	if err == nil && m.Type == msgHello {
+		m, err = s.await(ctx, 30*time.Second)
+	}
+	if err != nil {
+		s.close()
+		return "", nil, err
+	}
+	switch m.Type {
+	case msgRunning:
+		return msgRunning, func() {
+			_ = s.frames.send(frameForget, nil)
+			_ = s.stdin.Close()
+			_, _ = s.await(context.Background(), 10*time.Second)
+			s.close()
+		}, nil
+	case msgAborted:
+		s.close()
+		return msgAborted, nil, nil
+	}
+	s.close()
+	return "", nil, fmt.Errorf("%s: the copy there is still waiting for its own relocate's decision", rec.Dest)
+}
+
+// InDoubtError: the commit was sent but its outcome is unknown. The copy
+// here is frozen; `relocate resolve ID` settles it.
+type InDoubtError struct {
+	ID   string
+	PID  int
+	Dest string
+	Err  error
+}
+
+func (e *InDoubtError) Error() string {
+	return fmt.Sprintf("%v; in doubt: pid %d is frozen here and may run on %s; settle it with: relocate resolve %s (or --commit|--abort if %s cannot be reached)",
+		e.Err, e.PID, e.Dest, e.ID, e.Dest)
+}
+func (e *InDoubtError) Unwrap() error { return e.Err }
 
 // rollBack finishes a migration that failed after the freeze: the dump has
 // already resumed the source tree; the target is told to clean up and the
@@ -356,7 +575,7 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 		reason = "interrupted at the source"
 	}
 	if !s.abort(reason) {
-		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; check %s for a leftover pid %d\n", s.client.Dest, pid)
+		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s\n", pid, s.id, s.client.Dest)
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {
 		// The hook must run even after ^C: it puts the address back.

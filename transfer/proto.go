@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/relocate/relocate/ckpt"
 )
@@ -26,8 +29,10 @@ const (
 	frameHello  = 'H' // JSON hello
 	frameData   = 'D' // image bytes
 	frameEnd    = 'E' // the image is complete
-	frameCommit = 'C' // the source tree dies now: keep the restored one
+	frameCommit = 'C' // the decision: resume the restored tree (see commit.go)
 	frameAbort  = 'A' // the migration is called off; payload: why
+	frameForget = 'F' // the source's copy is gone: the target's record can go
+	frameBeat   = 'K' // nothing to say, but alive (every beatEvery, ignored)
 
 	maxFrame = 1 << 20 // image bytes per data frame
 	// maxControl caps a non-data frame (a hello with a large survey).
@@ -37,13 +42,16 @@ const (
 // Messages from the target.
 const (
 	msgHello   = "hello"   // survey checked: Problems lists what would fail
-	msgRunning = "running" // the restored tree runs; waiting for commit
+	msgReady   = "ready"   // the restored tree is frozen, waiting for commit
+	msgRunning = "running" // the restored tree runs (after commit)
+	msgAborted = "aborted" // the target has no copy (it aborted, or never had one)
 	msgDone    = "done"    // committed; the target side exits
+	msgBeat    = "beat"    // alive (every beatEvery during a migration)
 	msgError   = "error"   // the target failed and cleaned up: Error says why
 )
 
 // ProtocolVersion changes when either side's messages change meaning.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // hello is the source's first frame.
 type hello struct {
@@ -56,6 +64,20 @@ type hello struct {
 	PIDNS     bool         `json:"pidns,omitempty"`
 	// Hooks that run on the target: "pre-restore", "post-restore".
 	Hooks map[string]string `json:"hooks,omitempty"`
+	// ID names the migration in both hosts' state records.
+	ID string `json:"id"`
+	// CommitMS: the target aborts its frozen copy if no commit comes
+	// within this many milliseconds of READY.
+	CommitMS int64 `json:"commit_ms,omitempty"`
+	// Resolve: not a migration but a question about migration Resolve's
+	// copy here, with the source's Decision ("commit" or "abort").
+	Resolve  string `json:"resolve,omitempty"`
+	Decision string `json:"decision,omitempty"`
+	// IdleMS: the target gives up on a source silent this long (it sends
+	// heartbeats every beatEvery).
+	IdleMS int64 `json:"idle_ms,omitempty"`
+	// Fault: a fault to inject on the target (tests; see fault.go).
+	Fault string `json:"fault,omitempty"`
 }
 
 // message is one line from the target.
@@ -80,11 +102,39 @@ type frameWriter struct {
 	w    io.Writer
 	sent int64 // payload bytes of data frames
 	err  error // the first failed write
+	// fault: a streamNN fault fires once that share of the memory phase
+	// (prog) is sent.
+	fault fault
+	prog  *ckpt.Progress
+	// A send blocked longer than stall calls onStall (which closes the
+	// connection, failing the send).
+	stall   time.Duration
+	onStall func()
+}
+
+// streamFault injects a streamNN fault when its share of the image is out.
+func (f *frameWriter) streamFault() {
+	var pct int
+	if _, err := fmt.Sscanf(f.fault.step, "stream%d", &pct); err != nil || f.prog == nil {
+		return
+	}
+	phase, _ := f.prog.Phase.Load().(string)
+	total := f.prog.Total.Load()
+	if phase != "dumping memory" || total == 0 || f.prog.Done.Load()*100 < total*int64(pct) {
+		return
+	}
+	flt := f.fault
+	f.fault = fault{}
+	flt.at(flt.step)
 }
 
 func (f *frameWriter) send(kind byte, payload []byte) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.stall > 0 && f.onStall != nil {
+		t := time.AfterFunc(f.stall, f.onStall)
+		defer t.Stop()
+	}
 	var h [5]byte
 	h[0] = kind
 	binary.BigEndian.PutUint32(h[1:], uint32(len(payload)))
@@ -124,6 +174,7 @@ func (f *frameWriter) Write(p []byte) (int, error) {
 		f.sent += int64(len(chunk))
 		f.mu.Unlock()
 		n += len(chunk)
+		f.streamFault()
 		p = p[len(chunk):]
 	}
 	return n, nil
@@ -148,6 +199,46 @@ type frameReader struct {
 
 func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: bufio.NewReaderSize(r, 1<<20)} }
 
+// The source sends a heartbeat frame every beatEvery while nothing else
+// goes out, so that the target, reading with a deadline, tells a quiet
+// source (a post-dump hook running) from a dead link, which sends nothing
+// and never ends on its own (sshd has no keepalive of its own by default).
+const beatEvery = 2 * time.Second
+
+// heartbeat sends a heartbeat frame every beatEvery until stop closes.
+func (f *frameWriter) heartbeat(stop <-chan struct{}) {
+	t := time.NewTicker(beatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if f.send(frameBeat, nil) != nil {
+				return
+			}
+		}
+	}
+}
+
+// idleReader fails a read that waits longer than idle for the first byte
+// (the link is dead: the source's heartbeats stopped).
+type idleReader struct {
+	f    *os.File
+	idle atomic.Int64 // nanoseconds
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if err := r.f.SetReadDeadline(time.Now().Add(time.Duration(r.idle.Load()))); err != nil {
+		return r.f.Read(p) // not pollable: no deadline
+	}
+	n, err := r.f.Read(p)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("nothing from the source for %s: the link is down", time.Duration(r.idle.Load()))
+	}
+	return n, err
+}
+
 // next reads the header and payload of a non-data frame, or the header of
 // a data frame (payload left to Read).
 func (f *frameReader) next() (kind byte, payload []byte, err error) {
@@ -163,7 +254,12 @@ func (f *frameReader) next() (kind byte, payload []byte, err error) {
 	case frameData:
 		f.left = n
 		return kind, nil, nil
-	case frameHello, frameEnd, frameCommit, frameAbort:
+	case frameBeat:
+		if n != 0 {
+			return 0, nil, fmt.Errorf("protocol: a heartbeat frame of %d bytes", n)
+		}
+		return f.next()
+	case frameHello, frameEnd, frameCommit, frameAbort, frameForget:
 	default:
 		return 0, nil, fmt.Errorf("protocol: unknown frame type %q from the source", kind)
 	}

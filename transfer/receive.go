@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/relocate/relocate/ckpt"
 )
@@ -22,6 +24,12 @@ import (
 // fails cleans up after itself, and a tree that already ran is killed
 // without a word on its connections.
 func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
+	var idle *idleReader
+	if f, ok := in.(*os.File); ok {
+		idle = &idleReader{f: f}
+		idle.idle.Store(int64(time.Minute))
+		in = idle
+	}
 	fr := newFrameReader(in)
 	mw := &messageWriter{w: out}
 	fail := func(err error) error {
@@ -35,6 +43,9 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	var h hello
 	if kind != frameHello {
 		return fail(fmt.Errorf("protocol: the source began with a %q frame", kind))
+	}
+	if err := json.Unmarshal(payload, &h); err == nil && h.Resolve != "" && h.Protocol == ProtocolVersion {
+		return resolveHere(ctx, fr, mw, h.Resolve, h.Decision, errw)
 	}
 	if err := json.Unmarshal(payload, &h); err != nil || h.Survey == nil {
 		return fail(fmt.Errorf("protocol: bad hello from the source: %v", err))
@@ -55,40 +66,244 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 		return nil
 	}
 
+	if idle != nil && h.IdleMS > 0 {
+		idle.idle.Store(h.IdleMS * int64(time.Millisecond))
+	}
+	// Beat while the migration lasts: the source tells a target busy
+	// restoring from a dead link.
+	stopBeats := make(chan struct{})
+	defer close(stopBeats)
+	go func() {
+		t := time.NewTicker(beatEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopBeats:
+				return
+			case <-t.C:
+				if mw.send(message{Type: msgBeat}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	if !idPattern.MatchString(h.ID) {
+		return fail(fmt.Errorf("protocol: the source sent no migration id"))
+	}
+	return receiveTx(ctx, fr, mw, &h, errw)
+}
+
+// receiveTx is the target's side of the commit (see commit.go).
+func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello, errw io.Writer) error {
+	fail := func(err error) error {
+		_ = mw.send(message{Type: msgError, Error: oneLine(err)})
+		return err
+	}
+	flt := parseFault(h.Fault)
 	target, _ := os.Hostname()
+	var env []string
 	var cp *ckpt.Checkpoint
+	undo := ""
 	opts := ckpt.RestoreOptions{
 		TimeNS: h.TimeNS,
 		PIDNS:  h.PIDNS,
 		BeforeNet: func(c *ckpt.Checkpoint) error {
 			cp = c
-			return runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], hookEnv(HookPreRestore, c, h.Source, target), errw)
-		},
-		Confirm: func(res *ckpt.RestoreResult) error {
-			if cp != nil {
-				env := hookEnv(HookPostRestore, cp, h.Source, target)
-				if err := runHook(ctx, HookPostRestore, h.Hooks[HookPostRestore], env, errw); err != nil {
-					return err
-				}
+			env = hookEnv(HookPreRestore, c, h.Source, target)
+			if err := runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], env, errw); err != nil {
+				return err
 			}
-			err := mw.send(message{Type: msgRunning, PID: res.PID, Processes: res.Processes, Threads: res.Threads,
-				BytesRead: res.BytesRead, RestoreMS: res.Duration.Milliseconds(), TimeNSUsed: h.TimeNS})
-			if err != nil {
-				return fmt.Errorf("tell the source: %w", err)
-			}
-			// Only the source may decide now: it resumes its own tree
-			// unless it commits.
-			return fr.decision()
+			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
+			return nil
 		},
 	}
-	if _, err := ckpt.Restore(ctx, fr, opts); err != nil {
+	runUndo := func() error {
+		if undo == "" {
+			return nil
+		}
+		uenv := append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo)
+		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
+	}
+	flt.at("restore")
+	p, err := ckpt.RestoreTx(ctx, fr, opts)
+	if err != nil {
+		err = errors.Join(err, runUndo())
 		var ab *abortedError
 		if errors.As(err, &ab) {
-			return err // the source knows why
+			_ = mw.send(message{Type: msgAborted}) // cleaned up: the source may resume
+			return err
 		}
 		return fail(err)
 	}
+	commitWait := time.Duration(h.CommitMS) * time.Millisecond
+	if commitWait <= 0 {
+		commitWait = defaultCommitWait
+	}
+	l, _, err := lockRecord(h.ID)
+	if err != nil {
+		return fail(errors.Join(err, p.Abort(), runUndo()))
+	}
+	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Held: p.Held, PID: p.Result.PID, Other: h.Source,
+		Holder: os.Getpid(), HolderStart: selfStart(), Deadline: time.Now().Add(commitWait), Undo: undo, Env: env}
+	if err := l.save(rec); err != nil {
+		l.unlock()
+		return fail(errors.Join(err, p.Abort(), runUndo()))
+	}
+	l.unlock()
+	res := p.Result
+	ready := message{Type: msgReady, PID: res.PID, Processes: res.Processes, Threads: res.Threads,
+		BytesRead: res.BytesRead, RestoreMS: res.Duration.Milliseconds(), TimeNSUsed: h.TimeNS}
+	sendErr := mw.send(ready)
+	flt.at("ready")
+
+	// Wait for the decision, never past the deadline.
+	decided := make(chan error, 1)
+	go func() { decided <- fr.decision() }()
+	timer := time.NewTimer(time.Until(rec.Deadline))
+	defer timer.Stop()
+	commit := false
+	if sendErr == nil {
+		select {
+		case err := <-decided:
+			commit = err == nil
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+	if commit {
+		flt.at("commit")
+	}
+	// Settle under the record's lock: a resolve may have come first.
+	l, cur, err := lockRecord(h.ID)
+	if err != nil {
+		return fail(err)
+	}
+	defer l.unlock()
+	switch {
+	case cur == nil:
+		// A resolve aborted the copy meanwhile.
+		_ = mw.send(message{Type: msgAborted})
+		return errors.New("the migration was aborted by relocate resolve")
+	case cur.State == stateRunning:
+		commit = true // a resolve committed meanwhile
+	case commit && time.Now().Before(cur.Deadline):
+		cur.State = stateRunning
+		if err := l.save(cur); err != nil {
+			commit = false // cannot promise to remember it: do not resume
+			break
+		}
+		if err := p.Resume(); err != nil {
+			fmt.Fprintf(errw, "relocate: warning: resume the restored tree: %v\n", err)
+		}
+		flt.at("resumed")
+	default:
+		commit = false
+	}
+	if !commit {
+		err := errors.Join(p.Abort(), runUndo(), l.remove())
+		_ = mw.send(message{Type: msgAborted})
+		if err != nil {
+			return err
+		}
+		return errors.New("the migration was not committed: the frozen copy here was removed")
+	}
+	l.unlock()
+	if err := mw.send(message{Type: msgRunning, PID: res.PID}); err != nil {
+		return nil // the source learns it from the record (relocate resolve)
+	}
+	// After the commit, a failing post-restore hook can only warn.
+	if cp == nil {
+		cp = &ckpt.Checkpoint{Root: res.PID}
+	}
+	env = hookEnv(HookPostRestore, cp, h.Source, target)
+	if err := runHook(ctx, HookPostRestore, h.Hooks[HookPostRestore], env, errw); err != nil {
+		fmt.Fprintf(errw, "relocate: warning: %v (the process runs here anyway)\n", err)
+	}
+	// The source kills its copy, then says so: the record can go.
+	if awaitForget(fr, 2*commitWait) {
+		if l, _, err := lockRecord(h.ID); err == nil {
+			_ = l.remove()
+			l.unlock()
+		}
+	}
 	return mw.send(message{Type: msgDone})
+}
+
+// defaultCommitWait is how long a prepared target waits for the commit.
+const defaultCommitWait = 30 * time.Second
+
+// awaitForget waits (bounded) for the source's FORGET.
+func awaitForget(fr *frameReader, wait time.Duration) bool {
+	got := make(chan bool, 1)
+	go func() {
+		kind, _, err := fr.next()
+		got <- err == nil && kind == frameForget
+	}()
+	select {
+	case ok := <-got:
+		return ok
+	case <-time.After(wait):
+		return false
+	}
+}
+
+// resolveHere answers a source's question about migration id's copy here
+// and settles it with the source's decision.
+func resolveHere(ctx context.Context, fr *frameReader, mw *messageWriter, id, decision string, errw io.Writer) error {
+	out, err := settleTarget(ctx, id, decision, errw)
+	if err != nil {
+		_ = mw.send(message{Type: msgError, Error: oneLine(err)})
+		return err
+	}
+	if err := mw.send(message{Type: out}); err != nil {
+		return err
+	}
+	if out == msgRunning && awaitForget(fr, time.Minute) {
+		if l, _, err := lockRecord(id); err == nil {
+			_ = l.remove()
+			l.unlock()
+		}
+	}
+	return nil
+}
+
+// settleTarget settles the target's copy of migration id: decision
+// "commit" resumes a prepared copy (unless past its deadline), "abort" or
+// a deadline kills it; "" settles only a copy whose relocate is gone and
+// whose deadline passed (abort: the source never kills its copy without
+// a running answer). It returns msgRunning or msgAborted, or
+// msgReady for a copy still waiting for its relocate's decision.
+func settleTarget(ctx context.Context, id, decision string, errw io.Writer) (string, error) {
+	l, r, err := lockRecord(id)
+	if err != nil {
+		return "", err
+	}
+	defer l.unlock()
+	if r == nil {
+		_ = l.remove()
+		return msgAborted, nil
+	}
+	if r.Role != "target" {
+		return "", fmt.Errorf("migration %s left its source here, not a target", id)
+	}
+	switch targetSettle(r.State, decision, time.Now().After(r.Deadline), r.holderAlive()) {
+	case tgtRunning:
+		if r.State == stateRunning {
+			return msgRunning, nil
+		}
+		r.State = stateRunning
+		if err := l.save(r); err != nil {
+			return "", err
+		}
+		return msgRunning, r.Held.Resume()
+	case tgtPrepared:
+		return msgReady, nil
+	}
+	err = r.Held.Kill(true)
+	if r.Undo != "" {
+		err = errors.Join(err, runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, r.Undo, r.Env, errw))
+	}
+	return msgAborted, errors.Join(err, l.remove())
 }
 
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", "; ") }

@@ -1,0 +1,130 @@
+package testscripts
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// The commands of the commit fault tests (testdata/commit_*.txtar):
+//
+//	copies PID                print where PID runs: "src=STATE dst=STATE", each
+//	                          running, frozen (stopped or traced) or none
+//	watch start PID           sample both hosts every 5 ms in the background
+//	watch stop                stop; fail if PID ever ran on both hosts at once,
+//	                          print "samples=N both=0"
+func init() {
+	commands["copies"] = cmdCopies
+	commands["watch"] = cmdWatch
+}
+
+// hostState returns how process hpid stands on the host whose init is
+// initPID: "running", "frozen" (stopped or traced) or "none", read through
+// the host's own /proc (one file: cheap enough to sample every 5 ms).
+func hostState(initPID, hpid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/stat", initPID, hpid))
+	if err != nil {
+		return "none"
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return "none"
+	}
+	switch b[i+2] {
+	case 'Z', 'X':
+		return "none"
+	case 'T', 't':
+		return "frozen"
+	}
+	return "running"
+}
+
+func hostInits(ts *testscript.TestScript) (src, dst int) {
+	return atoi(ts, ts.Getenv("src_pid")), atoi(ts, ts.Getenv("dst_pid"))
+}
+
+func cmdCopies(ts *testscript.TestScript, neg bool, args []string) {
+	usage(ts, !neg && len(args) == 1, "copies PID")
+	hpid := atoi(ts, args[0])
+	src, dst := hostInits(ts)
+	fmt.Fprintf(ts.Stdout(), "src=%s dst=%s\n", hostState(src, hpid), hostState(dst, hpid))
+}
+
+type watcher struct {
+	stop    chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	samples int
+	both    int
+	when    []string
+}
+
+// watchers holds each script's watcher.
+var watchers sync.Map // *testscript.TestScript -> *watcher
+
+func cmdWatch(ts *testscript.TestScript, neg bool, args []string) {
+	usage(ts, !neg && len(args) >= 1, "watch start PID | watch stop")
+	switch args[0] {
+	case "start":
+		usage(ts, len(args) == 2, "watch start PID")
+		if _, ok := watchers.Load(ts); ok {
+			ts.Fatalf("watch: already watching")
+		}
+		hpid := atoi(ts, args[1])
+		src, dst := hostInits(ts)
+		w := &watcher{stop: make(chan struct{}), done: make(chan struct{})}
+		watchers.Store(ts, w)
+		go w.run(src, dst, hpid)
+		ts.Defer(func() { w.end(); watchers.Delete(ts) })
+	case "stop":
+		v, ok := watchers.LoadAndDelete(ts)
+		if !ok {
+			ts.Fatalf("watch: not watching")
+		}
+		w := v.(*watcher)
+		w.end()
+		fmt.Fprintf(ts.Stdout(), "samples=%d both=%d\n", w.samples, w.both)
+		if w.both > 0 {
+			ts.Fatalf("two running copies in %d of %d samples, first at %s", w.both, w.samples, w.when[0])
+		}
+		if w.samples < 10 {
+			ts.Fatalf("watch: only %d samples", w.samples)
+		}
+	default:
+		ts.Fatalf("usage: watch start PID | watch stop")
+	}
+}
+
+func (w *watcher) end() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+func (w *watcher) run(src, dst, hpid int) {
+	defer close(w.done)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-tick.C:
+		}
+		a, b := hostState(src, hpid), hostState(dst, hpid)
+		w.mu.Lock()
+		w.samples++
+		if a == "running" && b == "running" {
+			w.both++
+			w.when = append(w.when, time.Now().Format("15:04:05.000"))
+		}
+		w.mu.Unlock()
+	}
+}
