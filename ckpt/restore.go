@@ -3,7 +3,6 @@ package ckpt
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,7 +66,7 @@ func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
 		return nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
 	}
 	var cp Checkpoint
-	if err := json.Unmarshal(rec.Meta, &cp); err != nil {
+	if err := decodeMeta(rec.Meta, &cp); err != nil {
 		return nil, fmt.Errorf("image metadata: %v: %w", err, image.ErrCorrupt)
 	}
 	if err := cp.validate(); err != nil {
@@ -84,6 +83,12 @@ func (cp *Checkpoint) validate() error {
 	}
 	if len(cp.Processes) == 0 || cp.Processes[0].PID != cp.Root {
 		return bad("the first process is not the root %d", cp.Root)
+	}
+	if err := cp.validateCounts(); err != nil {
+		return err
+	}
+	if err := cp.validNetLocks(); err != nil {
+		return err
 	}
 	for _, f := range cp.Files {
 		if f.Obj != 0 && (f.Obj < 0 || f.Obj > len(cp.Files) || cp.Files[f.Obj-1].Kind != FileShmem) {
