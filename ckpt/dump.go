@@ -259,7 +259,7 @@ func (t *tree) release() error {
 // dumpFrozen collects everything and writes the image. The tree is
 // frozen. Precondition: called on the tracer thread.
 func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
-	cp := &Checkpoint{Root: t.procs[0].pid}
+	cp := &Checkpoint{Root: t.procs[0].pid, Host: hostID()}
 	threads := 0
 	for _, d := range t.procs {
 		p := d.zombie

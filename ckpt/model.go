@@ -15,6 +15,9 @@ type Checkpoint struct {
 	Processes []Process `json:"processes"`
 	Files     []File    `json:"files"`
 	Clock     *Clock    `json:"clock,omitempty"`
+	// Host is the boot ID and name of the machine dumped on: a restore
+	// there checks files by device and inode.
+	Host string `json:"host,omitempty"`
 }
 
 // Clock is what the tree's clocks read when it was frozen, in

@@ -153,6 +153,9 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 		if err := precheckRestore(p, !opts.PIDNS); err != nil {
 			return nil, err
 		}
+		if err := checkMappings(p, cp.sameHost()); err != nil {
+			return nil, err
+		}
 		rs := &restorer{shared: sh, p: p}
 		sh.order = append(sh.order, rs)
 		sh.procs[p.PID] = rs
@@ -220,19 +223,6 @@ func precheckRestore(p *Process, pidsHere bool) error {
 			return &ProcessError{PID: p.PID, Err: fmt.Errorf("thread id %d %w by %s", t.TID, ErrPIDTaken, holder)}
 		}
 	}
-	for _, v := range p.VMAs {
-		if v.File == nil {
-			continue
-		}
-		now := fileID(v.File.Path)
-		switch {
-		case now == nil:
-			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: errors.New("mapped file is missing")}
-		case !now.Same(v.File):
-			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "check",
-				Err: errors.New("mapped file changed since the checkpoint (size, or mtime and build ID, differ)")}
-		}
-	}
 	return nil
 }
 
@@ -294,6 +284,8 @@ type shared struct {
 	unixPending map[uint64]int
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
+	// holder: the credentials of the process whose file is being opened
+	holder fsCreds
 }
 
 // restorer rebuilds one process.
@@ -648,7 +640,8 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 			key := strconv.Itoa(mode) + v.File.Path
 			tfd, ok := fileFDs[key]
 			if !ok {
-				lfd, err := unix.Open(v.File.Path, mode|unix.O_CLOEXEC, 0)
+				c := credsOf(rs.p)
+				lfd, err := openChecked(&c, v.File.Path, mode, expect{typ: unix.S_IFREG, id: v.File, sameHost: rs.cp.sameHost(), content: true})
 				if err != nil {
 					return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: err}
 				}
@@ -787,7 +780,7 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 	if err != nil {
 		return err
 	}
-	exe, err := unix.Open(rs.p.Exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	exe, err := openChecked(nil, rs.p.Exe, unix.O_RDONLY, expect{typ: unix.S_IFREG, id: rs.p.ExeFile, sameHost: rs.cp.sameHost(), content: true})
 	if err != nil {
 		return &ProcessError{PID: rs.p.PID, Err: fmt.Errorf("executable %s: %w", rs.p.Exe, err)}
 	}

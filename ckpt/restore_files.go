@@ -179,6 +179,7 @@ func (sh *shared) openFiles() error {
 	sh.local = make([]int, len(sh.cp.Files))
 	pipes := map[uint64][2]int{}
 	for i, f := range sh.cp.Files {
+		sh.holder = sh.holderCreds(i)
 		fd, err := sh.openFile(f, pipes)
 		if err != nil {
 			pid, num := sh.fdOf(i)
@@ -219,7 +220,7 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 	flags := f.Flags&openMask | unix.O_CLOEXEC
 	switch f.Kind {
 	case FileRegular, FileDir, FileDevice:
-		fd, err := unix.Open(f.Path, flags, 0)
+		fd, err := openChecked(&sh.holder, f.Path, flags, sh.expectFile(f))
 		if err != nil {
 			return -1, err
 		}
@@ -328,12 +329,13 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 	case FileFIFO:
 		// Hold the FIFO open for reading and writing, so opening either end
 		// neither blocks nor fails.
-		holder, err := unix.Open(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		// The buffered bytes go only into a FIFO: checked before opening.
+		holder, err := openChecked(nil, f.Path, unix.O_RDWR|unix.O_NONBLOCK, sh.expectFile(f))
 		if err != nil {
 			return -1, err
 		}
 		sh.toClose = append(sh.toClose, holder)
-		fd, err := unix.Open(f.Path, flags|unix.O_NONBLOCK, 0)
+		fd, err := reopenAs(sh.holder, holder, flags|unix.O_NONBLOCK)
 		if err != nil {
 			return -1, err
 		}
@@ -414,9 +416,17 @@ func (sh *shared) openFile(f File, pipes map[uint64][2]int) (int, error) {
 		if f.Socket == nil {
 			return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
 		}
+		if f.Socket.Family == unix.AF_UNIX {
+			return sh.createUnixSocket(f)
+		}
 		return sock.Create(f.Socket, f.Flags)
 	case FileInotify:
-		return newInotify(f.Inotify, f.Flags)
+		var fd int
+		err := asProcess(sh.holder, func() (err error) {
+			fd, err = newInotify(f.Inotify, f.Flags)
+			return err
+		})
+		return fd, err
 	case FileEpoll:
 		// Empty here: the watches are added from inside the process once
 		// its descriptors have their numbers (epoll keys on the number).
