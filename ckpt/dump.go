@@ -426,8 +426,8 @@ func (d *dumper) precheck() error {
 	if status.TracerPID != 0 {
 		return &ProcessError{PID: d.pid, Err: fmt.Errorf("is being traced by pid %d (a debugger or strace?); detach it first", status.TracerPID)}
 	}
-	if status.Seccomp == 2 {
-		return &ProcessError{PID: d.pid, Err: fmt.Errorf("seccomp filters: %w", ErrUnsupported)}
+	if status.Seccomp == 1 {
+		return &ProcessError{PID: d.pid, Err: fmt.Errorf("seccomp strict mode: %w", ErrUnsupported)}
 	}
 	for _, ns := range []string{"pid", "mnt", "net", "user", "ipc", "uts"} {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)

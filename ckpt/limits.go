@@ -221,9 +221,13 @@ func (cp *Checkpoint) validateCounts() error {
 		return bad("%d processes (at most %d)", len(cp.Processes), maxProcesses)
 	}
 	threads, fds := 0, 0
-	for _, p := range cp.Processes {
+	for i := range cp.Processes {
+		p := &cp.Processes[i]
 		threads += len(p.Threads)
 		fds += len(p.FDs)
+		if err := p.validateCreds(); err != nil {
+			return err
+		}
 	}
 	if threads > maxThreads {
 		return bad("%d threads (at most %d)", threads, maxThreads)

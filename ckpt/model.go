@@ -73,6 +73,7 @@ type Creds struct {
 	CapBnd     uint64 `json:"cap_bnd"`
 	CapAmb     uint64 `json:"cap_amb"`
 	NoNewPrivs bool   `json:"no_new_privs"`
+	Securebits int    `json:"securebits,omitempty"` // PR_GET_SECUREBITS
 }
 
 // Rlimit is one resource limit.
@@ -160,6 +161,7 @@ type Thread struct {
 	RobustHead    uint64            `json:"robust_head"`
 	RobustLen     uint64            `json:"robust_len"`
 	Rseq          ptrace.RseqConfig `json:"rseq"`
+	Seccomp       []SeccompFilter   `json:"seccomp,omitempty"` // oldest first
 }
 
 // SigInfo is a raw siginfo_t.

@@ -143,6 +143,9 @@ func (d *dumper) collectThread(tid int) (*Thread, error) {
 	if t.Rseq, err = ptrace.GetRseq(tid); err != nil {
 		return nil, err
 	}
+	if t.Seccomp, err = collectSeccomp(tid); err != nil {
+		return nil, err
+	}
 	if t.RobustHead, t.RobustLen, err = ptrace.GetRobustList(tid); err != nil {
 		return nil, err
 	}
@@ -250,6 +253,11 @@ func (d *dumper) injectQueries(p *Process) error {
 
 func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 	le := binary.LittleEndian
+	sb, err := in.call(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return fmt.Errorf("securebits: %w", err)
+	}
+	p.Creds.Securebits = int(sb)
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue
