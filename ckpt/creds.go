@@ -82,6 +82,11 @@ func (p *Process) validateCreds() error {
 	if p.Creds.Securebits&^secbitsAll != 0 {
 		return bad("securebits %#x", p.Creds.Securebits)
 	}
+	if p.Cgroup != nil {
+		if _, err := cgroupRel(p.Cgroup.Path); err != nil {
+			return bad("%v", err)
+		}
+	}
 	if len(p.Creds.Groups) > 65536 {
 		return bad("%d supplementary groups", len(p.Creds.Groups))
 	}

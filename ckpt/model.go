@@ -60,6 +60,8 @@ type Process struct {
 	// Stopped is the job-control signal that had stopped the process
 	// (SIGSTOP, SIGTSTP, ...); 0 if it was running. Restore stops it again.
 	Stopped int `json:"stopped,omitempty"`
+	// Cgroup is its cgroup v2 membership (nil: none known).
+	Cgroup *Cgroup `json:"cgroup,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).

@@ -28,6 +28,9 @@ type RestoreOptions struct {
 	// few instructions that reap. RestoreResult.PID is the root's PID as
 	// seen from outside.
 	PIDNS bool
+	// CgroupRoot places each process's cgroup v2 path under this cgroup
+	// instead of the hierarchy's root.
+	CgroupRoot string
 	// TCPClose resets the image's established TCP connections instead of
 	// resuming them (a checkpoint restored long after): the peer gets a
 	// reset, the process ECONNRESET on its next use. Listeners come back.
@@ -51,6 +54,7 @@ type RestoreResult struct {
 	BytesRead int64         `json:"bytes_read"`
 	Pages     int64         `json:"pages"`
 	Duration  time.Duration `json:"-"`
+	Warnings  []string      `json:"warnings,omitempty"` // what could not be applied (cgroup limits)
 }
 
 // ReadCheckpoint reads the header and metadata record of an image.
@@ -176,7 +180,7 @@ func Restore(ctx context.Context, in io.Reader, opts RestoreOptions) (*RestoreRe
 		return nil, err
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
-		Pages: sh.pages, Duration: time.Since(start)}
+		Pages: sh.pages, Duration: time.Since(start), Warnings: sh.warnings}
 	if opts.Confirm != nil {
 		if err := opts.Confirm(res); err != nil {
 			return nil, errors.Join(err, sh.killRestored())
@@ -286,6 +290,8 @@ type shared struct {
 	init *remote
 	// holder: the credentials of the process whose file is being opened
 	holder fsCreds
+	// warnings: what could not be applied (cgroup limits), for the user
+	warnings []string
 }
 
 // restorer rebuilds one process.
@@ -421,6 +427,11 @@ func (sh *shared) run(ctx context.Context) error {
 			return err
 		}
 		if err := rs.restoreTasks(L); err != nil {
+			return err
+		}
+		warnings, err := rs.joinCgroup()
+		sh.warnings = append(sh.warnings, warnings...)
+		if err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,9 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if p.Exe, err = d.fs.Readlink(pid, "exe"); err != nil {
 		return nil, err
 	}
+	if b, err := d.fs.Read(pid, "cgroup"); err == nil {
+		p.Cgroup = readCgroup(b, cgroup2Mount())
+	}
 	p.Exe = strings.TrimSuffix(p.Exe, " (deleted)")
 	p.ExeFile = fileID(p.Exe)
 	if p.Cwd, err = d.fs.Readlink(pid, "cwd"); err != nil {

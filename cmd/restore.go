@@ -17,12 +17,14 @@ type restoreOptions struct {
 	tcpClose bool
 	timeNS   bool
 	pidns    bool
+	cgroup   string
 }
 
 func (o *restoreOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary instead of the PID")
 	c.Flags().BoolVar(&o.tcpClose, "tcp-close", false, "reset established TCP connections instead of resuming them (the peer gets a reset, the process ECONNRESET); listeners come back")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore in a new PID namespace where the processes keep their PIDs even if those are taken here; prints the root's PID as seen from here")
+	c.Flags().StringVar(&o.cgroup, "cgroup-root", "", "put each process's cgroup (v2) path under this `CGROUP` instead of the hierarchy's root")
 	c.Flags().BoolVar(&o.timeNS, "timens", false, "restore in a new time namespace whose monotonic and boot clocks continue from the checkpoint")
 }
 
@@ -68,10 +70,13 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns})
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, CgroupRoot: o.cgroup})
 	stop()
 	if err != nil {
 		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s\n", w)
 	}
 	if o.json {
 		return json.NewEncoder(c.OutOrStdout()).Encode(struct {
