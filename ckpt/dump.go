@@ -273,7 +273,7 @@ func (t *tree) release() error {
 // dumpFrozen collects everything and writes the image. The tree is
 // frozen. Precondition: called on the tracer thread.
 func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
-	cp := &Checkpoint{Root: t.procs[0].pid}
+	cp := &Checkpoint{Root: t.procs[0].pid, Host: hostID()}
 	threads := 0
 	for _, d := range t.procs {
 		p := d.zombie
@@ -438,8 +438,8 @@ func (d *dumper) precheck() error {
 	if status.TracerPID != 0 {
 		return &ProcessError{PID: d.pid, Err: fmt.Errorf("is being traced by pid %d (a debugger or strace?); detach it first", status.TracerPID)}
 	}
-	if status.Seccomp == 2 {
-		return &ProcessError{PID: d.pid, Err: fmt.Errorf("seccomp filters: %w", ErrUnsupported)}
+	if status.Seccomp == 1 {
+		return &ProcessError{PID: d.pid, Err: fmt.Errorf("seccomp strict mode: %w", ErrUnsupported)}
 	}
 	for _, ns := range []string{"pid", "mnt", "net", "user", "ipc", "uts"} {
 		mine, err1 := os.Readlink("/proc/self/ns/" + ns)

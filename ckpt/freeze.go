@@ -22,7 +22,9 @@ type frozenTask struct {
 	leftGroupStop bool
 }
 
-const seizeOptions = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE
+// PTRACE_O_SUSPEND_SECCOMP: the syscalls the dump injects are not the
+// process's own, and its seccomp filters must not stop them.
+const seizeOptions = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_SUSPEND_SECCOMP
 
 // freeze seizes and stops every thread of d.pid, re-scanning until no new
 // thread appears. Threads created by a clone racing with the seize are

@@ -15,6 +15,9 @@ type Checkpoint struct {
 	Processes []Process `json:"processes"`
 	Files     []File    `json:"files"`
 	Clock     *Clock    `json:"clock,omitempty"`
+	// Host is the boot ID and name of the machine dumped on: a restore
+	// there checks files by device and inode.
+	Host string `json:"host,omitempty"`
 }
 
 // Clock is what the tree's clocks read when it was frozen, in
@@ -60,6 +63,8 @@ type Process struct {
 	// Flags are prctl attributes (parent-death signal, child subreaper,
 	// dumpable); nil in images from before they were kept.
 	Flags *TaskFlags `json:"prctl,omitempty"`
+	// Cgroup is its cgroup v2 membership (nil: none known).
+	Cgroup *Cgroup `json:"cgroup,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).
@@ -73,6 +78,7 @@ type Creds struct {
 	CapBnd     uint64 `json:"cap_bnd"`
 	CapAmb     uint64 `json:"cap_amb"`
 	NoNewPrivs bool   `json:"no_new_privs"`
+	Securebits int    `json:"securebits,omitempty"` // PR_GET_SECUREBITS
 }
 
 // Rlimit is one resource limit.
@@ -168,6 +174,7 @@ type Thread struct {
 	RobustLen     uint64            `json:"robust_len"`
 	Rseq          ptrace.RseqConfig `json:"rseq"`
 	Sched         *ThreadSched      `json:"sched,omitempty"`
+	Seccomp       []SeccompFilter   `json:"seccomp,omitempty"` // oldest first
 }
 
 // RegSet is one register set of a thread as PTRACE_GETREGSET returns it:

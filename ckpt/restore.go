@@ -3,7 +3,6 @@ package ckpt
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +28,9 @@ type RestoreOptions struct {
 	// few instructions that reap. RestoreResult.PID is the root's PID as
 	// seen from outside.
 	PIDNS bool
+	// CgroupRoot places each process's cgroup v2 path under this cgroup
+	// instead of the hierarchy's root.
+	CgroupRoot string
 	// TCPClose resets the image's established TCP connections instead of
 	// resuming them (a checkpoint restored long after): the peer gets a
 	// reset, the process ECONNRESET on its next use. Listeners come back.
@@ -54,6 +56,7 @@ type RestoreResult struct {
 	Duration  time.Duration `json:"-"`
 	// Externals tells where each descriptor that led outside the tree went.
 	Externals []ExternalNote `json:"externals,omitempty"`
+	Warnings  []string       `json:"warnings,omitempty"` // what could not be applied (cgroup limits)
 }
 
 // ReadCheckpoint reads the header and metadata record of an image.
@@ -69,7 +72,7 @@ func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
 		return nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
 	}
 	var cp Checkpoint
-	if err := json.Unmarshal(rec.Meta, &cp); err != nil {
+	if err := decodeMeta(rec.Meta, &cp); err != nil {
 		return nil, fmt.Errorf("image metadata: %v: %w", err, image.ErrCorrupt)
 	}
 	for i := range cp.Processes {
@@ -95,6 +98,12 @@ func (cp *Checkpoint) validate() error {
 	}
 	if len(cp.Processes) == 0 || cp.Processes[0].PID != cp.Root {
 		return bad("the first process is not the root %d", cp.Root)
+	}
+	if err := cp.validateCounts(); err != nil {
+		return err
+	}
+	if err := cp.validNetLocks(); err != nil {
+		return err
 	}
 	for _, f := range cp.Files {
 		if f.Obj != 0 && (f.Obj < 0 || f.Obj > len(cp.Files) || cp.Files[f.Obj-1].Kind != FileShmem) {
@@ -240,6 +249,9 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 		if err := precheckRestore(p, !opts.PIDNS); err != nil {
 			return nil, nil, err
 		}
+		if err := checkMappings(p, cp.sameHost()); err != nil {
+			return nil, nil, err
+		}
 		rs := &restorer{shared: sh, p: p}
 		sh.order = append(sh.order, rs)
 		sh.procs[p.PID] = rs
@@ -264,7 +276,7 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 		return nil, nil, err
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
-		Pages: sh.pages, Duration: time.Since(start), Externals: sh.notes}
+		Pages: sh.pages, Duration: time.Since(start), Externals: sh.notes, Warnings: sh.warnings}
 	return sh, res, nil
 }
 
@@ -307,19 +319,6 @@ func precheckRestore(p *Process, pidsHere bool) error {
 				return fmt.Errorf("pid %d %w by %s", p.PID, ErrPIDTaken, holder)
 			}
 			return &ProcessError{PID: p.PID, Err: fmt.Errorf("thread id %d %w by %s", t.TID, ErrPIDTaken, holder)}
-		}
-	}
-	for _, v := range p.VMAs {
-		if v.File == nil {
-			continue
-		}
-		now := fileID(v.File.Path)
-		switch {
-		case now == nil:
-			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: errors.New("mapped file is missing")}
-		case !now.Same(v.File):
-			return &MappingError{PID: p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "check",
-				Err: errors.New("mapped file changed since the checkpoint (size, or mtime and build ID, differ)")}
 		}
 	}
 	return nil
@@ -391,6 +390,10 @@ type shared struct {
 	notes []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
+	// holder: the credentials of the process whose file is being opened
+	holder fsCreds
+	// warnings: what could not be applied (cgroup limits), for the user
+	warnings []string
 }
 
 // restorer rebuilds one process.
@@ -525,6 +528,11 @@ func (sh *shared) run(ctx context.Context) error {
 			return err
 		}
 		if err := rs.restoreTasks(L); err != nil {
+			return err
+		}
+		warnings, err := rs.joinCgroup()
+		sh.warnings = append(sh.warnings, warnings...)
+		if err != nil {
 			return err
 		}
 	}
@@ -730,7 +738,8 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 			key := strconv.Itoa(mode) + v.File.Path
 			tfd, ok := fileFDs[key]
 			if !ok {
-				lfd, err := unix.Open(v.File.Path, mode|unix.O_CLOEXEC, 0)
+				c := credsOf(rs.p)
+				lfd, err := openChecked(&c, v.File.Path, mode, expect{typ: unix.S_IFREG, id: v.File, sameHost: rs.cp.sameHost(), content: true})
 				if err != nil {
 					return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "open", Err: err}
 				}
@@ -869,7 +878,7 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 	if err != nil {
 		return err
 	}
-	exe, err := unix.Open(rs.p.Exe, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	exe, err := openChecked(nil, rs.p.Exe, unix.O_RDONLY, expect{typ: unix.S_IFREG, id: rs.p.ExeFile, sameHost: rs.cp.sameHost(), content: true})
 	if err != nil {
 		return &ProcessError{PID: rs.p.PID, Err: fmt.Errorf("executable %s: %w", rs.p.Exe, err)}
 	}

@@ -207,6 +207,7 @@ func (sh *shared) openFiles() error {
 	sh.pipes = map[uint64][2]int{}
 	for i := range sh.cp.Files {
 		f := &sh.cp.Files[i]
+		sh.holder = sh.holderCreds(i)
 		fd, err := kindOf(f).open(sh, f)
 		if err != nil {
 			pid, num := sh.fdOf(i)
@@ -236,10 +237,12 @@ const openMask = unix.O_ACCMODE | unix.O_APPEND | unix.O_NONBLOCK | unix.O_DIREC
 // openFlags are the flags to open f again with.
 func openFlags(f *File) int { return f.Flags&openMask | unix.O_CLOEXEC }
 
-// reopenPath opens the file at path again, with flags, at offset pos:
-// regular files, directories and devices by their path.
-func reopenPath(path string, flags int, pos int64) (int, error) {
-	fd, err := unix.Open(path, flags, 0)
+// reopenPath opens f again by its path, with flags, at offset pos, as the
+// process holding it (regular files, directories and devices): the path
+// is resolved without symbolic links and must still lead to the file the
+// dump saw (openChecked).
+func (sh *shared) reopenPath(f *File, flags int, pos int64) (int, error) {
+	fd, err := openChecked(&sh.holder, f.Path, flags, sh.expectFile(*f))
 	if err != nil {
 		return -1, err
 	}
@@ -252,13 +255,13 @@ func reopenPath(path string, flags int, pos int64) (int, error) {
 	return fd, nil
 }
 
-func (regularKind) open(_ *shared, f *File) (int, error) {
-	return reopenPath(f.Path, openFlags(f), f.Pos)
+func (regularKind) open(sh *shared, f *File) (int, error) {
+	return sh.reopenPath(f, openFlags(f), f.Pos)
 }
 
-func (dirKind) open(_ *shared, f *File) (int, error) { return reopenPath(f.Path, openFlags(f), 0) }
+func (dirKind) open(sh *shared, f *File) (int, error) { return sh.reopenPath(f, openFlags(f), 0) }
 
-func (deviceKind) open(_ *shared, f *File) (int, error) { return reopenPath(f.Path, openFlags(f), 0) }
+func (deviceKind) open(sh *shared, f *File) (int, error) { return sh.reopenPath(f, openFlags(f), 0) }
 
 func (unixPairKind) open(sh *shared, f *File) (int, error) { return sh.unixEnd(*f) }
 
@@ -367,7 +370,8 @@ func (pipeKind) describe(f *File) string { return fmt.Sprintf("pipe:[%d]", f.Pip
 func (fifoKind) open(sh *shared, f *File) (int, error) {
 	// Hold the FIFO open for reading and writing, so opening either end
 	// neither blocks nor fails.
-	holder, err := reopenPath(f.Path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	// The buffered bytes go only into a FIFO: checked before opening.
+	holder, err := openChecked(nil, f.Path, unix.O_RDWR|unix.O_NONBLOCK, sh.expectFile(*f))
 	if err != nil {
 		return -1, err
 	}
@@ -375,7 +379,7 @@ func (fifoKind) open(sh *shared, f *File) (int, error) {
 	if err := setPipeSize(holder, f.PipeSize); err != nil {
 		return -1, err
 	}
-	fd, err := reopenPath(f.Path, openFlags(f)|unix.O_NONBLOCK, 0)
+	fd, err := reopenAs(sh.holder, holder, openFlags(f)|unix.O_NONBLOCK)
 	if err != nil {
 		return -1, err
 	}
@@ -478,9 +482,12 @@ func (tcpKind) addresses(f *File) []string {
 	return []string{f.TCP.Local}
 }
 
-func (socketKind) open(_ *shared, f *File) (int, error) {
+func (socketKind) open(sh *shared, f *File) (int, error) {
 	if f.Socket == nil {
 		return -1, fmt.Errorf("socket without state: %w", image.ErrCorrupt)
+	}
+	if f.Socket.Family == unix.AF_UNIX {
+		return sh.createUnixSocket(*f)
 	}
 	return sock.Create(f.Socket, f.Flags)
 }
@@ -506,7 +513,14 @@ func (unixPairKind) describe(f *File) string {
 	return f.Unix.String()
 }
 
-func (inotifyKind) open(_ *shared, f *File) (int, error) { return newInotify(f.Inotify, f.Flags) }
+func (inotifyKind) open(sh *shared, f *File) (int, error) {
+	var fd int
+	err := asProcess(sh.holder, func() (err error) {
+		fd, err = newInotify(f.Inotify, f.Flags)
+		return err
+	})
+	return fd, err
+}
 
 // open: empty here. The watches are added from inside the process once
 // its descriptors have their numbers (epoll keys on the number).

@@ -2,7 +2,6 @@ package ckpt
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -129,7 +128,7 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			return fmt.Errorf("resource limit %d (%d/%d): %w", l.Resource, l.Cur, l.Max, err)
 		}
 	}
-	if err := rs.restoreCreds(L); err != nil {
+	if err := rs.restoreCredsAll(); err != nil {
 		return err
 	}
 	if err := rs.restoreTaskState(L); err != nil {
@@ -212,39 +211,6 @@ func (rs *restorer) restoreTimers(L *remote) error {
 	}
 	_, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 0)
 	return err
-}
-
-// restoreCreds drops to the process's credentials (the stub runs as root).
-func (rs *restorer) restoreCreds(L *remote) error {
-	c := rs.p.Creds
-	if c.UID == [4]int{} && c.GID == [4]int{} && len(c.Groups) == 0 {
-		return nil
-	}
-	le := binary.LittleEndian
-	groups := make([]byte, 4*len(c.Groups))
-	for i, g := range c.Groups {
-		le.PutUint32(groups[4*i:], uint32(g))
-	}
-	if len(groups) > scratchLen {
-		return errors.New("too many supplementary groups")
-	}
-	addr := L.scratch()
-	if len(groups) > 0 {
-		var err error
-		if addr, err = L.poke(0, groups); err != nil {
-			return err
-		}
-	}
-	if _, err := L.call(unix.SYS_SETGROUPS, uint64(len(c.Groups)), addr); err != nil {
-		return err
-	}
-	if _, err := L.call(unix.SYS_SETRESGID, uint64(c.GID[0]), uint64(c.GID[1]), uint64(c.GID[2])); err != nil {
-		return err
-	}
-	if _, err := L.call(unix.SYS_SETRESUID, uint64(c.UID[0]), uint64(c.UID[1]), uint64(c.UID[2])); err != nil {
-		return err
-	}
-	return nil
 }
 
 // encodeTimerPair lays out struct itimerval (perSec 1e6: microseconds) or

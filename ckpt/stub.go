@@ -27,7 +27,7 @@ const (
 	scratchOff  = 256 // scratch area inside the code page
 	scratchLen  = codeSize - scratchOff
 	restoreOpts = unix.PTRACE_O_TRACESYSGOOD | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-		unix.PTRACE_O_EXITKILL
+		unix.PTRACE_O_EXITKILL | unix.PTRACE_O_SUSPEND_SECCOMP // filters restored early stop no injected syscall
 )
 
 // stubPidfd is where the stub and the tasks made from it hold a pidfd of

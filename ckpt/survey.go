@@ -190,18 +190,22 @@ func (s *Survey) Check(pidns bool) []string {
 	if len(taken) > 0 {
 		problems = append(problems, fmt.Sprintf("PIDs taken here: %s", strings.Join(taken, ", ")))
 	}
+	// Paths are looked at as restore will open them: a symbolic link
+	// planted anywhere in one is a problem, not a pass.
 	for _, f := range s.Files {
-		here := fileID(f.Path)
-		switch {
-		case here == nil:
+		if err := checkPath(f.Path, expect{typ: unix.S_IFREG, id: &f}); errors.Is(err, unix.ENOENT) {
 			problems = append(problems, fmt.Sprintf("%s: missing here", f.Path))
-		case !here.Same(&f):
-			problems = append(problems, fmt.Sprintf("%s: differs here (size %d vs %d, or mtime and build ID)", f.Path, here.Size, f.Size))
+		} else if err != nil {
+			problems = append(problems, err.Error())
 		}
 	}
 	for _, p := range s.Paths {
-		if _, err := os.Stat(p); err != nil {
+		if fd, _, err := openPath(p); errors.Is(err, unix.ENOENT) {
 			problems = append(problems, fmt.Sprintf("%s: missing here", p))
+		} else if err != nil {
+			problems = append(problems, err.Error())
+		} else {
+			unix.Close(fd)
 		}
 	}
 	return problems

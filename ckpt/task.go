@@ -55,6 +55,9 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if p.Exe, err = d.fs.Readlink(pid, "exe"); err != nil {
 		return nil, err
 	}
+	if b, err := d.fs.Read(pid, "cgroup"); err == nil {
+		p.Cgroup = readCgroup(b, cgroup2Mount())
+	}
 	p.Exe = strings.TrimSuffix(p.Exe, " (deleted)")
 	p.ExeFile = fileID(p.Exe)
 	if p.Cwd, err = d.fs.Readlink(pid, "cwd"); err != nil {
@@ -137,6 +140,9 @@ func (d *dumper) collectThread(tid int) (*Thread, error) {
 		t.Pending = append(t.Pending, SigInfo(si))
 	}
 	if t.Rseq, err = ptrace.GetRseq(tid); err != nil {
+		return nil, err
+	}
+	if t.Seccomp, err = collectSeccomp(tid); err != nil {
 		return nil, err
 	}
 	if t.RobustHead, t.RobustLen, err = ptrace.GetRobustList(tid); err != nil {
@@ -249,6 +255,11 @@ func (d *dumper) injectQueries(p *Process) error {
 
 func (d *dumper) injectProcessQueries(p *Process, in *injector) error {
 	le := binary.LittleEndian
+	sb, err := in.call(unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return fmt.Errorf("securebits: %w", err)
+	}
+	p.Creds.Securebits = int(sb)
 	for sig := 1; sig <= 64; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
 			continue

@@ -4,13 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/relocate/relocate/ckpt"
 )
@@ -66,25 +62,34 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	if err := needRoot("dump"); err != nil {
 		return err
 	}
-	var out io.Writer = os.Stdout
-	if o.output == "-" {
-		if term.IsTerminal(int(os.Stdout.Fd())) {
-			return usageError{errors.New("refusing to write an image to a terminal; redirect stdout or use -o FILE")}
-		}
-	} else {
-		f, finish, cerr := createAtomic(o.output)
-		if cerr != nil {
-			return cerr
-		}
-		defer func() { err = errors.Join(err, finish(err == nil)) }()
-		out = f
+	out, err := openImageOutput(o.output)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, out.finish(err == nil)) }()
+	for _, w := range out.warns {
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s\n", w)
 	}
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
+	frozen, err := ckpt.DumpTx(c.Context(), pid, out.w, ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version()})
 	stop()
+	if err != nil {
+		return err
+	}
+	// The image is in place (synced, renamed) before anything irreversible:
+	// a failed rename resumes the tree.
+	if err := out.commit(); err != nil {
+		return errors.Join(err, frozen.Rollback())
+	}
+	if o.leaveRunning {
+		err = frozen.Rollback()
+	} else {
+		err = frozen.Commit()
+	}
+	res := frozen.Result
 	if err != nil {
 		return err
 	}
@@ -115,45 +120,6 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		}
 	}
 	return nil
-}
-
-// createAtomic creates a temporary file next to path (mode 0600); finish
-// renames it into place on success and removes it otherwise, so a failed
-// dump never leaves a partial image nor destroys an older one.
-//
-// A path that exists and is not a regular file (a FIFO, /dev/null) is
-// written directly.
-func createAtomic(path string) (*os.File, func(ok bool) error, error) {
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
-		return nil, nil, expectedError{fmt.Errorf("%s is a directory", path)}
-	} else if err == nil && !fi.Mode().IsRegular() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			return nil, nil, fmt.Errorf("open image: %w", err)
-		}
-		return f, func(bool) error { return f.Close() }, nil
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".partial-")
-	if err != nil {
-		return nil, nil, fmt.Errorf("create image: %w", err)
-	}
-	finish := func(ok bool) error {
-		if !ok {
-			f.Close()
-			os.Remove(f.Name())
-			return nil
-		}
-		if err := f.Close(); err != nil {
-			os.Remove(f.Name())
-			return fmt.Errorf("write image: %w", err)
-		}
-		if err := os.Rename(f.Name(), path); err != nil {
-			os.Remove(f.Name())
-			return fmt.Errorf("write image: %w", err)
-		}
-		return nil
-	}
-	return f, finish, nil
 }
 
 func bytesIEC(n int64) string {

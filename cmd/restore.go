@@ -18,6 +18,7 @@ type restoreOptions struct {
 	timeNS   bool
 	pidns    bool
 	external []string
+	cgroup   string
 }
 
 func (o *restoreOptions) AddFlags(c *cobra.Command) {
@@ -25,6 +26,7 @@ func (o *restoreOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.tcpClose, "tcp-close", false, "reset established TCP connections instead of resuming them (the peer gets a reset, the process ECONNRESET); listeners come back")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore in a new PID namespace where the processes keep their PIDs even if those are taken here; prints the root's PID as seen from here")
 	c.Flags().StringArrayVar(&o.external, "external", nil, "where a descriptor that led outside the checkpoint goes (a pipe to logger, say): [PID:]FD=TARGET or all=TARGET, TARGET /dev/null (the default), a file (appended to), stdin, stdout or stderr; repeatable")
+	c.Flags().StringVar(&o.cgroup, "cgroup-root", "", "put each process's cgroup (v2) path under this `CGROUP` instead of the hierarchy's root")
 	c.Flags().BoolVar(&o.timeNS, "timens", false, "restore in a new time namespace whose monotonic and boot clocks continue from the checkpoint")
 }
 
@@ -78,7 +80,7 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external})
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external, CgroupRoot: o.cgroup})
 	stop()
 	if err != nil {
 		return err
@@ -87,6 +89,9 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 		for _, e := range res.Externals {
 			fmt.Fprintf(c.ErrOrStderr(), "relocate: pid %d fd %d: %s led outside the checkpoint: now connected to %s\n", e.PID, e.FD, e.What, e.Target)
 		}
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s\n", w)
 	}
 	if o.json {
 		return json.NewEncoder(c.OutOrStdout()).Encode(struct {

@@ -34,6 +34,9 @@ type Lock struct {
 // NewLock installs the drop rules for conns and for new connections to the
 // listening ports in a table named name.
 func NewLock(name string, conns []Conn, listening []uint16) (*Lock, error) {
+	if err := checkLockName(name); err != nil {
+		return nil, err
+	}
 	c, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("network lock: %w", err)
@@ -117,6 +120,9 @@ func (l *Lock) Unlock() error {
 // UnlockTable removes the lock table called name, left by a dump whose
 // process was killed; a table that is not there is not an error.
 func UnlockTable(name string) error {
+	if err := checkLockName(name); err != nil {
+		return err
+	}
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("network unlock: %w", err)
@@ -149,6 +155,9 @@ func LockAvailable() error {
 
 // TableExists reports whether a lock table called name is installed.
 func TableExists(name string) (bool, error) {
+	if err := checkLockName(name); err != nil {
+		return false, err
+	}
 	c, err := nftables.New()
 	if err != nil {
 		return false, fmt.Errorf("network lock: %w", err)

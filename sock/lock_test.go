@@ -67,7 +67,7 @@ func TestLockDropsAndLeavesNoTrace(t *testing.T) {
 	lport := uint16(server.LocalAddr().(*net.TCPAddr).Port)
 	pport := uint16(server.RemoteAddr().(*net.TCPAddr).Port)
 
-	l, err := NewLock("relocate-test-lock", []Conn{{LocalPort: lport, PeerPort: pport}}, nil)
+	l, err := NewLock("relocate_2000000001", []Conn{{LocalPort: lport, PeerPort: pport}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestLockDropsAndLeavesNoTrace(t *testing.T) {
 		t.Fatalf("after unlock: %v", err)
 	}
 	after := tableNames(t)
-	if len(after) != len(before) || after["relocate-test-lock"] {
+	if len(after) != len(before) || after["relocate_2000000001"] {
 		t.Fatalf("ruleset tables before %v, after %v", before, after)
 	}
 }
@@ -102,7 +102,7 @@ func TestLockDropsAndLeavesNoTrace(t *testing.T) {
 func TestLockHoldsNewConnections(t *testing.T) {
 	ln, old, server := lockedLoopback(t)
 
-	l, err := NewLock("relocate-test-listen", nil, []uint16{uint16(ln.Addr().(*net.TCPAddr).Port)})
+	l, err := NewLock("relocate_listen_2000000002", nil, []uint16{uint16(ln.Addr().(*net.TCPAddr).Port)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +139,21 @@ func TestLockHoldsNewConnections(t *testing.T) {
 		t.Fatalf("dial after unlock: %v", d.err)
 	}
 	d.c.Close()
+}
+
+func TestCheckLockName(t *testing.T) {
+	for _, name := range []string{"relocate_42", "relocate_listen_4194303"} {
+		if err := checkLockName(name); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for _, name := range []string{"filter", "nat", "relocate_", "relocate_0", "relocate_042", "relocate_-1",
+		"relocate_1 ", "relocate_listen_", "relocate_x", "relocate_listen_listen_1", "relocate_99999999999"} {
+		if err := checkLockName(name); err == nil {
+			t.Errorf("%q accepted as a lock table", name)
+		}
+		if err := UnlockTable(name); err == nil {
+			t.Errorf("UnlockTable(%q) went ahead", name)
+		}
+	}
 }

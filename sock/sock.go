@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -315,14 +314,11 @@ func configure(fd int, s *State) error {
 		return err
 	}
 	if u, ok := sa.(*unix.SockaddrUnix); ok && !strings.HasPrefix(u.Name, "@") {
-		if fi, err := os.Lstat(u.Name); err == nil {
-			if fi.Mode()&os.ModeSocket == 0 {
-				return fmt.Errorf("bind %s: a file that is not a socket is in the way", u.Name)
-			}
-			if err := os.Remove(u.Name); err != nil {
-				return err
-			}
+		dir, err := clearSocketPath(u.Name)
+		if err != nil {
+			return err
 		}
+		defer unix.Close(dir)
 	}
 	if err := errors.Join(s.Opts.apply(fd, s.Family, s.Protocol), s.Opts.applyBuffers(fd)); err != nil {
 		return err

@@ -346,7 +346,7 @@ func TestConnectingTCP(t *testing.T) {
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
-	lock, err := NewLock("relocate-test-syn", nil, []uint16{uint16(port)})
+	lock, err := NewLock("relocate_listen_2000000003", nil, []uint16{uint16(port)})
 	if err != nil {
 		t.Fatal(err)
 	}

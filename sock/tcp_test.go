@@ -33,7 +33,7 @@ func lockOf(t *testing.T, fd int) *Lock {
 	sa, _ := unix.Getsockname(fd)
 	pa, _ := unix.Getpeername(fd)
 	port := func(sa unix.Sockaddr) uint16 { return netip.MustParseAddrPort(addrString(sa)).Port() }
-	lock, err := NewLock("relocate-test-tcp", []Conn{{LocalPort: port(sa), PeerPort: port(pa)}}, nil)
+	lock, err := NewLock("relocate_2000000004", []Conn{{LocalPort: port(sa), PeerPort: port(pa)}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +287,7 @@ func dropOneWay(t *testing.T, fd int) func() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const name = "relocate-test-oneway"
+	const name = "relocate_2000000005"
 	tb := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	prio := nftables.ChainPriority(-200)
 	out := c.AddChain(&nftables.Chain{Name: "output", Table: tb, Type: nftables.ChainTypeFilter,
