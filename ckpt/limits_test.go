@@ -39,13 +39,14 @@ func readMeta(b []byte) (*Checkpoint, error) {
 // sampleCheckpoint is a small tree that validates: two processes, a pipe,
 // an inotify file, a TCP lock.
 func sampleCheckpoint() *Checkpoint {
+	th := func(tid int) Thread { return Thread{TID: tid, RegSets: validRegSets()} }
 	return &Checkpoint{
 		Root:     100,
 		NetLocks: []string{"relocate_100"},
 		Processes: []Process{
-			{PID: 100, PPID: 1, Threads: []Thread{{TID: 100}, {TID: 102}}, FDs: []FD{{FD: 0, File: 0}, {FD: 3, File: 1}},
+			{PID: 100, PPID: 1, Threads: []Thread{th(100), th(102)}, FDs: []FD{{FD: 0, File: 0}, {FD: 3, File: 1}},
 				VMAs: []VMA{{Start: 0x1000, End: 0x3000, Kind: VMAAnon}}},
-			{PID: 101, PPID: 100, Threads: []Thread{{TID: 101}}, FDs: []FD{{FD: 1, File: 0}}},
+			{PID: 101, PPID: 100, Threads: []Thread{th(101)}, FDs: []FD{{FD: 1, File: 0}}},
 		},
 		Files: []File{
 			{Kind: FilePipe, Pipe: 7, Size: 5, Blob: 1},
