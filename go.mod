@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	github.com/google/nftables v0.3.0
-	github.com/kevinburke/ssh_config v1.6.0
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/schollz/progressbar/v3 v3.19.1

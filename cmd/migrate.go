@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"slices"
@@ -28,16 +29,21 @@ type sshOptions struct {
 	config   string
 	identity []string
 	port     int
+	jump     string
+	settings []string
 }
 
 func (o *sshOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.config, "ssh-config", "F", "", "read this ssh_config `FILE` instead of ~/.ssh/config")
 	c.Flags().StringArrayVarP(&o.identity, "identity", "i", nil, "authenticate with this private key `FILE` (repeatable)")
 	c.Flags().IntVarP(&o.port, "port", "p", 0, "SSH port of the target (default: from ssh_config, else 22)")
+	c.Flags().StringVarP(&o.jump, "jump", "J", "", "reach the target through these jump `HOSTS` ([user@]host[:port],..., as ssh -J)")
+	c.Flags().StringArrayVarP(&o.settings, "option", "o", nil, "an ssh_config setting, `KEY=VALUE`, before the files (repeatable, as ssh -o)")
 }
 
-func (o *sshOptions) options() transfer.SSHOptions {
-	return transfer.SSHOptions{ConfigFile: o.config, Identity: o.identity, Port: o.port}
+func (o *sshOptions) options(w io.Writer) transfer.SSHOptions {
+	return transfer.SSHOptions{ConfigFile: o.config, Identity: o.identity, Port: o.port, Jump: o.jump, Options: o.settings,
+		Passphrase: askPassphrase, Warn: func(msg string) { fmt.Fprintf(w, "relocate: warning: %s\n", msg) }}
 }
 
 type migrateOptions struct {
@@ -111,7 +117,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
-		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
+		SSH: o.ssh.options(c.ErrOrStderr()), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	stop()
 	if err != nil {
@@ -199,7 +205,7 @@ type silentError struct{ error }
 
 func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 	ctx := c.Context()
-	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(), PIDNS: o.pidns,
+	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(c.ErrOrStderr()), PIDNS: o.pidns,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	if err != nil {
 		return err
