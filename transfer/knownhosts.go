@@ -28,20 +28,21 @@ type hostKeys struct {
 	port     int
 	home     string
 	haveCA   bool // some known_hosts file has an @cert-authority line
+	warn     func(string)
 
 	mu       sync.Mutex
 	accepted ssh.PublicKey // a key let in by accept-new or "no", for re-keying
 	refusal  error
 }
 
-func newHostKeys(t *sshTarget) (*hostKeys, error) {
+func newHostKeys(t *sshTarget, warn func(string)) (*hostKeys, error) {
 	files := append(append([]string(nil), t.userKnownHosts...), t.globalKnownHosts...)
 	db, err := loadKnownHosts(files)
 	if err != nil {
 		return nil, err
 	}
 	h := &hostKeys{db: db, mode: t.strict, hash: t.hashKnownHosts, host: t.knownHostsName(), port: t.port, home: t.home,
-		haveCA: anyCertAuthority(files)}
+		haveCA: anyCertAuthority(files), warn: warn}
 	if len(t.userKnownHosts) > 0 {
 		h.recordIn = t.userKnownHosts[0]
 	}
@@ -116,6 +117,11 @@ func (h *hostKeys) judge(address string, remote net.Addr, key ssh.PublicKey) err
 	case !errors.As(err, &keyErr):
 		return fmt.Errorf("checking the host key: %w", err)
 	case h.mode == strictNo:
+		if want := plainEntries(keyErr.Want); len(want) > 0 && h.warn != nil {
+			// ssh lets it in too, but not without saying so.
+			h.warn(fmt.Sprintf("HOST KEY HAS CHANGED for %s: the server offers %s, %s:%d has another key; connecting anyway (StrictHostKeyChecking no)",
+				h.host, describeKey(key), h.tilde(want[0].Filename), want[0].Line))
+		}
 		h.accepted = key
 		return nil
 	case len(plainEntries(keyErr.Want)) > 0:

@@ -314,3 +314,28 @@ func TestDialPassphrase(t *testing.T) {
 		t.Errorf("asked for a key the server refuses")
 	}
 }
+
+func TestDialStrictNoWarnsOfChangedKey(t *testing.T) {
+	f := newFixture(t)
+	kh := filepath.Join(f.home, ".ssh", "known_hosts")
+	writeFile(t, kh, f.srv.knownLine(newKey(t).public()))
+	f.config(t, "Host *\n  StrictHostKeyChecking no\n")
+	var warned []string
+	c, err := dialTest(t, f.sys, f.dest, SSHOptions{Warn: func(s string) { warned = append(warned, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runEcho(t, c, "true")
+	if len(warned) != 1 || !strings.Contains(warned[0], "HOST KEY HAS CHANGED") || !strings.Contains(warned[0], "known_hosts:1") {
+		t.Errorf("warnings %q, want one about the changed key", warned)
+	}
+	// An unknown host under "no" is let in without a word, as by ssh.
+	writeFile(t, kh, "")
+	warned = nil
+	if _, err := dialTest(t, f.sys, f.dest, SSHOptions{Warn: func(s string) { warned = append(warned, s) }}); err != nil {
+		t.Fatal(err)
+	}
+	if len(warned) != 0 {
+		t.Errorf("warnings %q for an unknown host", warned)
+	}
+}

@@ -116,7 +116,7 @@ func connectTarget(ctx context.Context, t *sshTarget, o SSHOptions, sys systemFi
 
 // handshake authenticates over conn and starts the keepalives.
 func handshake(ctx context.Context, conn net.Conn, t *sshTarget, o SSHOptions) (*Client, error) {
-	keys, err := newHostKeys(t)
+	keys, err := newHostKeys(t, o.Warn)
 	if err != nil {
 		conn.Close()
 		return nil, err
