@@ -81,10 +81,12 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	}
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
+	done := timed(g.logger(), "dump")
 	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version()})
 	stop()
+	done(err)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -175,7 +176,9 @@ func newReceiveCmd() *cobra.Command {
 			if removeSelf {
 				removeOwnUpload()
 			}
-			err := transfer.Receive(c.Context(), os.Stdin, os.Stdout, os.Stderr)
+			// Its log goes back to the source on stderr, marked as such.
+			ctx := transfer.WithLog(c.Context(), slog.New(transfer.TargetLogHandler(os.Stderr)))
+			err := transfer.Receive(ctx, os.Stdin, os.Stdout, os.Stderr)
 			if err != nil {
 				return silentError{err}
 			}

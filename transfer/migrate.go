@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -89,8 +88,10 @@ type session struct {
 
 // startReceive connects, brings relocate to the target if needed and
 // starts `relocate receive` there.
-func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session, error) {
+func startReceive(ctx context.Context, dest string, o *MigrateOptions) (_ *session, err error) {
+	done := phase(ctx, "connect")
 	c, err := Dial(ctx, dest, o.SSH)
+	done(&err)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +102,10 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 			s.close()
 		}
 	}()
-	if s.remote, err = prepareRemote(ctx, c); err != nil {
+	done = phase(ctx, "upload")
+	s.remote, err = prepareRemote(ctx, c)
+	done(&err)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Dest, err)
 	}
 	if s.sess, err = c.NewSession(); err != nil {
@@ -124,7 +128,7 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 	s.lastDiag = &lineTail{}
 	go func() {
 		defer close(s.errDone)
-		forwardLines(stderr, o.Stderr, s.lastDiag)
+		forwardTarget(ctx, stderr, s.lastDiag)
 	}()
 	if err := s.sess.Start(s.remote.receiveCommand()); err != nil {
 		return nil, fmt.Errorf("%s: start relocate receive: %w", c.Dest, err)
@@ -267,12 +271,16 @@ func Check(ctx context.Context, pid int, dest string, o MigrateOptions) (problem
 // (RefusedError).
 func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*MigrateResult, error) {
 	start := time.Now()
+	log := logFrom(ctx)
 	o.Progress.Set("checking the target", 0)
+	done := phase(ctx, "survey")
 	survey, err := ckpt.SurveyTree(pid)
+	done(&err)
 	if err != nil {
 		return nil, err
 	}
 	if len(survey.Unmovable) > 0 {
+		log.Info("refused here", "problems", survey.Unmovable)
 		return nil, &RefusedError{Dest: dest, Err: fmt.Errorf("%s", strings.Join(survey.Unmovable, "; "))}
 	}
 	s, err := startReceive(ctx, dest, &o)
@@ -283,14 +291,19 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	source, _ := os.Hostname()
 	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
 		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPostRestore: o.Hooks[HookPostRestore]}}
+	done = phase(ctx, "handshake")
 	problems, err := s.handshake(ctx, h)
+	done(&err)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}
 	}
 	if len(problems) > 0 {
+		log.Info("refused by the target", "problems", problems)
 		_ = s.stdin.Close()
 		return nil, &RefusedError{Dest: s.client.Dest, Problems: problems}
 	}
+	endFreeze := phase(ctx, "freeze")
+	var endStream func(*error)
 
 	res := &MigrateResult{PID: pid, Dest: s.client.Dest, Uploaded: s.remote.uploaded}
 	var cp *ckpt.Checkpoint
@@ -302,14 +315,19 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		Unlock:         true,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
+			endFreeze(nil)
+			endStream = phase(ctx, "stream")
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
-		Commit: func() error {
+		Commit: func() (err error) {
 			if err := s.frames.send(frameEnd, nil); err != nil {
 				return fmt.Errorf("%s: send: %w", s.client.Dest, err)
 			}
+			endStream(nil)
 			o.Progress.Set("restoring on the target", 0)
+			endRestore := phase(ctx, "restore")
 			m, err := s.await(ctx, 0)
+			endRestore(&err)
 			if err != nil {
 				return err
 			}
@@ -325,15 +343,19 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	// A failed write into the channel means the target is gone: say why.
 	dres, err := ckpt.Dump(ctx, pid, s.frames, dopts)
 	if err != nil {
+		log.Info("rolling back", "pid", pid, "error", oneLine(err))
 		return nil, s.rollBack(ctx, pid, err, cp, source, &o)
 	}
+	endCommit := phase(ctx, "commit")
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
 	res.RestoreMS, res.TimeNS, res.TargetPID = running.RestoreMS, running.TimeNSUsed, running.PID
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true
+		log.Info("the target did not confirm the end", "dest", res.Dest)
 	}
+	endCommit(nil)
 	res.TotalMS = time.Since(start).Milliseconds()
 	return res, nil
 }
@@ -356,7 +378,7 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 		reason = "interrupted at the source"
 	}
 	if !s.abort(reason) {
-		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; check %s for a leftover pid %d\n", s.client.Dest, pid)
+		logFrom(ctx).Warn(fmt.Sprintf("the target did not confirm its cleanup; check %s for a leftover pid %d", s.client.Dest, pid))
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {
 		// The hook must run even after ^C: it puts the address back.
@@ -374,19 +396,3 @@ type lineTail struct{ last string }
 
 func (t *lineTail) set(s string) { t.last = s }
 func (t *lineTail) get() string  { return t.last }
-
-// forwardLines copies the target's stderr to w, line by line, prefixed,
-// and keeps the last line.
-func forwardLines(r io.Reader, w io.Writer, tail *lineTail) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.TrimSpace(line) != "" {
-			tail.set(line)
-		}
-		if w != nil {
-			fmt.Fprintf(w, "relocate: target: %s\n", line)
-		}
-	}
-}

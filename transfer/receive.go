@@ -24,7 +24,9 @@ import (
 func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	fr := newFrameReader(in)
 	mw := &messageWriter{w: out}
+	log := logFrom(ctx)
 	fail := func(err error) error {
+		log.Info("failed", "error", oneLine(err))
 		_ = mw.send(message{Type: msgError, Error: oneLine(err)})
 		return err
 	}
@@ -48,6 +50,7 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 			problems = append(problems, "this kernel has no time namespaces (use --no-timens)")
 		}
 	}
+	log.Info("survey checked", "source", h.Source, "root", h.Survey.Root, "ids", len(h.Survey.IDs), "problems", problems)
 	if err := mw.send(message{Type: msgHello, Protocol: ProtocolVersion, Problems: problems}); err != nil {
 		return err
 	}
@@ -81,7 +84,10 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 			return fr.decision()
 		},
 	}
-	if _, err := ckpt.Restore(ctx, fr, opts); err != nil {
+	done := phase(ctx, "restore")
+	_, err = ckpt.Restore(ctx, fr, opts)
+	done(&err)
+	if err != nil {
 		var ab *abortedError
 		if errors.As(err, &ab) {
 			return err // the source knows why
