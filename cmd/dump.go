@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -68,6 +67,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	}
 	var out io.Writer = os.Stdout
 	if o.output == "-" {
+		g.jsonOut = c.ErrOrStderr() // the image has stdout
 		if term.IsTerminal(int(os.Stdout.Fd())) {
 			return usageError{errors.New("refusing to write an image to a terminal; redirect stdout or use -o FILE")}
 		}
@@ -95,7 +95,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		if o.output == "-" {
 			w = c.ErrOrStderr()
 		}
-		return json.NewEncoder(w).Encode(res)
+		return writeJSON(w, dumpJSONOf(res))
 	}
 	if !g.quiet {
 		fate := "killed"

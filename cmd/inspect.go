@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -17,10 +16,12 @@ import (
 
 type inspectOptions struct {
 	json bool
+	raw  bool
 }
 
 func (o *inspectOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print the image's metadata as JSON")
+	c.Flags().BoolVar(&o.raw, "raw", false, "with --json: add the whole checkpoint as stored (registers, raw kernel structures; not a stable format)")
 }
 
 func newInspectCmd(g *globals) *cobra.Command {
@@ -81,10 +82,18 @@ func runInspect(c *cobra.Command, o *inspectOptions, name string) error {
 		if err != nil {
 			rep.Error = err.Error()
 		}
-		if jerr := json.NewEncoder(out).Encode(rep); jerr != nil {
+		j := inspectJSONOf(&rep, o.raw)
+		if err != nil {
+			e := errorJSONOf("inspect", ExitError, "", err).Error
+			j.Error = &e
+		}
+		if jerr := writeJSON(out, j); jerr != nil {
 			return jerr
 		}
-		return err
+		if err != nil {
+			return jsonDone{err} // the object above has the error
+		}
+		return nil
 	}
 	printReport(out, &rep)
 	return err
@@ -146,17 +155,7 @@ func printReport(w io.Writer, rep *inspectReport) {
 		fmt.Fprintf(w, "fds:      %d\n", len(p.FDs))
 		for _, fd := range p.FDs {
 			f := rep.Checkpoint.Files[fd.File]
-			what := f.Path
-			switch {
-			case f.Kind == ckpt.FilePipe:
-				what = fmt.Sprintf("pipe:[%d]", f.Pipe)
-			case f.Socket != nil:
-				what = f.Socket.String()
-			case f.TCP != nil:
-				what = f.TCP.String()
-			case f.Unix != nil:
-				what = f.Unix.String()
-			}
+			what := fileWhat(&f)
 			extra := ""
 			if f.Size > 0 {
 				extra = fmt.Sprintf(", %s carried", bytesIEC(f.Size))
@@ -173,6 +172,21 @@ func printReport(w io.Writer, rep *inspectReport) {
 		fmt.Fprintf(w, "stored:   %d pages in %d records (%d zero pages skipped), %s of memory in %s (%.2f), %d blob records\n",
 			st.Pages, st.PageRecords, st.ZeroPages, bytesIEC(int64(st.RawBytes)), bytesIEC(st.Bytes), ratio, st.Blobs)
 	}
+}
+
+// fileWhat names what a descriptor refers to.
+func fileWhat(f *ckpt.File) string {
+	switch {
+	case f.Kind == ckpt.FilePipe:
+		return fmt.Sprintf("pipe:[%d]", f.Pipe)
+	case f.Socket != nil:
+		return f.Socket.String()
+	case f.TCP != nil:
+		return f.TCP.String()
+	case f.Unix != nil:
+		return f.Unix.String()
+	}
+	return f.Path
 }
 
 func perms(v ckpt.VMA) string {

@@ -30,14 +30,45 @@ type cliHandler struct {
 	file    io.Writer // nil without --log-file
 	verbose int
 	attrs   []slog.Attr
+	phase   *phaseTracker
 }
 
-func newCLIHandler(stderr, file io.Writer, verbose int) *cliHandler {
-	return &cliHandler{mu: &sync.Mutex{}, stderr: stderr, file: file, verbose: verbose}
+func newCLIHandler(stderr, file io.Writer, verbose int, phase *phaseTracker) *cliHandler {
+	return &cliHandler{mu: &sync.Mutex{}, stderr: stderr, file: file, verbose: verbose, phase: phase}
 }
 
-func (h *cliHandler) Enabled(_ context.Context, l slog.Level) bool {
-	return h.file != nil || h.toStderr(l)
+// Enabled: every record, for the phase tracker.
+func (h *cliHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+// phaseTracker remembers the last phase begun: the one a failure happened
+// in, for the --json error object.
+type phaseTracker struct {
+	mu   sync.Mutex
+	name string
+}
+
+func (p *phaseTracker) saw(r slog.Record) {
+	if p == nil || r.Message != "phase start" {
+		return
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "phase" {
+			p.mu.Lock()
+			p.name = a.Value.String()
+			p.mu.Unlock()
+			return false
+		}
+		return true
+	})
+}
+
+func (p *phaseTracker) last() string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.name
 }
 
 func (h *cliHandler) toStderr(l slog.Level) bool {
@@ -51,6 +82,10 @@ func (h *cliHandler) toStderr(l slog.Level) bool {
 }
 
 func (h *cliHandler) Handle(_ context.Context, r slog.Record) error {
+	h.phase.saw(r)
+	if h.file == nil && !h.toStderr(r.Level) {
+		return nil
+	}
 	var b strings.Builder
 	b.WriteString(r.Message)
 	add := func(a slog.Attr) bool {
@@ -115,7 +150,7 @@ func (g *globals) openLog(stderr io.Writer) error {
 		file = f
 		fmt.Fprintf(f, "%s INFO start %s args=%q\n", time.Now().Format("2006-01-02T15:04:05.000000Z07:00"), versionLine(), os.Args[1:])
 	}
-	g.log = slog.New(newCLIHandler(stderr, file, g.verbose))
+	g.log = slog.New(newCLIHandler(stderr, file, g.verbose, g.phase))
 	return nil
 }
 

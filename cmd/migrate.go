@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -125,7 +124,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 		return err
 	}
 	if o.json {
-		return json.NewEncoder(c.OutOrStdout()).Encode(res)
+		return writeJSON(c.OutOrStdout(), migrateJSONOf(res))
 	}
 	if res.Unconfirmed {
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s did not confirm the end of the migration; check that pid %d runs there\n", res.Dest, res.PID)
@@ -214,16 +213,16 @@ func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 		return err
 	}
 	out := c.OutOrStdout()
+	failure := expectedError{fmt.Errorf("%s cannot take it: %d problem(s) above", dest, len(problems))}
 	if o.json {
 		if problems == nil {
 			problems = []string{}
 		}
-		if err := json.NewEncoder(out).Encode(struct {
-			Dest     string   `json:"dest"`
-			PID      int      `json:"pid,omitempty"`
-			OK       bool     `json:"ok"`
-			Problems []string `json:"problems"`
-		}{dest, o.pid, len(problems) == 0, problems}); err != nil {
+		j := checkJSON{jsonHead: head("check", len(problems) == 0), Dest: dest, PID: o.pid, Problems: problems}
+		if len(problems) > 0 {
+			j = j.failed(failure)
+		}
+		if err := writeJSON(out, j); err != nil {
 			return err
 		}
 	} else {
@@ -239,7 +238,10 @@ func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 		}
 	}
 	if len(problems) > 0 {
-		return expectedError{fmt.Errorf("%s cannot take it: %d problem(s) above", dest, len(problems))}
+		if o.json {
+			return jsonDone{failure}
+		}
+		return failure
 	}
 	return nil
 }

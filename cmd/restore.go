@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -76,10 +75,7 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 		return err
 	}
 	if o.json {
-		return json.NewEncoder(c.OutOrStdout()).Encode(struct {
-			*ckpt.RestoreResult
-			DurationMS int64 `json:"duration_ms"`
-		}{res, res.Duration.Milliseconds()})
+		return writeJSON(c.OutOrStdout(), restoreJSONOf(res))
 	}
 	fmt.Fprintln(c.OutOrStdout(), res.PID)
 	if !g.quiet {

@@ -63,6 +63,8 @@ type globals struct {
 
 	log      *slog.Logger
 	closeLog func() error
+	phase    *phaseTracker
+	jsonOut  io.Writer // where --json goes: stdout, or stderr when the image has stdout
 }
 
 type usageError struct{ err error }
@@ -115,6 +117,7 @@ func Main() int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd())
 	root.SetContext(ctx)
+	g.phase = &phaseTracker{}
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process
 	// dies with us (PTRACE_O_EXITKILL); a process being dumped is detached
@@ -125,7 +128,7 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
 		os.Exit(ExitInterrupted)
 	}()
-	err := root.ExecuteContext(ctx)
+	ran, err := root.ExecuteC()
 	defer func() {
 		if g.closeLog != nil {
 			_ = g.closeLog()
@@ -137,6 +140,13 @@ func Main() int {
 	}
 	code := report(os.Stderr, err, ctx.Err() != nil)
 	g.logger().Info("failed", "exit", code, "expected", expected(err), "error", oneLine(err))
+	if wantsJSON(ran) && !errors.As(err, new(jsonDone)) {
+		w := g.jsonOut
+		if w == nil {
+			w = os.Stdout
+		}
+		_ = writeJSON(w, errorJSONOf(commandName(ran.CommandPath()), code, g.phase.last(), err))
+	}
 	return code
 }
 
@@ -174,7 +184,7 @@ func report(w io.Writer, err error, interrupted bool) int {
 // expected reports whether err is an answer about the input or the
 // world (one line for the user) rather than a bug: the error says so
 // itself, where it was made (ckpt.ExpectedError).
-func expected(err error) bool { return ckpt.Expected(err) }
+func expected(err error) bool { return ckpt.Expected(err) || isCobraUsage(err) }
 
 // Expected: a usage error or an answer of cmd's is not a bug.
 func (e usageError) Expected() bool    { return true }
