@@ -115,7 +115,7 @@ func Main() int {
 	root.SetVersionTemplate(versionLine() + "\n")
 	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newUnlockCmd())
 	root.SetContext(ctx)
 	g.phase = &phaseTracker{}
 	// Last resort when cleanup itself is stuck (a read from a stalled
