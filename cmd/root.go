@@ -116,6 +116,8 @@ func Main() int {
 	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newUnlockCmd())
+	addCompletions(root)
+	addExamples(root)
 	root.SetContext(ctx)
 	g.phase = &phaseTracker{}
 	// Last resort when cleanup itself is stuck (a read from a stalled
