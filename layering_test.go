@@ -71,37 +71,42 @@ func show(rel string) string {
 	return rel
 }
 
-// goListDeps asks the Go tool for each package's dependencies among ours,
-// with its tests' (-test), by path below the module.
+// goListDeps asks the Go tool (one go list -deps -test) for each package's
+// dependencies among ours, its tests' included, by path below the module.
 func goListDeps(t *testing.T) map[string][]string {
 	t.Helper()
-	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
+	out, err := exec.Command("go", "list", "-test", "-f", "{{.ImportPath}}|{{join .Deps \" \"}}", "./...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	deps := map[string][]string{}
-	for _, pkg := range strings.Fields(string(out)) {
-		rel := strings.TrimPrefix(strings.TrimPrefix(pkg, module), "/")
-		for _, args := range [][]string{{"list", "-deps"}, {"list", "-deps", "-test"}} {
-			c := exec.Command("go", append(args, "-f", "{{.ImportPath}}", pkg)...)
-			list, err := c.Output()
-			if err != nil {
-				t.Fatalf("go %s %s: %v", strings.Join(args, " "), pkg, err)
-			}
-			for _, d := range strings.Fields(string(list)) {
-				// -test lists "pkg.test", "pkg [pkg.test]" and the like.
-				d, _, _ = strings.Cut(d, " ")
-				if strings.HasSuffix(d, ".test") || (d != module && !strings.HasPrefix(d, module+"/")) {
-					continue
-				}
-				dr := strings.TrimPrefix(strings.TrimPrefix(d, module), "/")
-				if dr != rel && !slices.Contains(deps[rel], dr) {
-					deps[rel] = append(deps[rel], dr)
-				}
-			}
+	ours := func(p string) (string, bool) {
+		if p != module && !strings.HasPrefix(p, module+"/") {
+			return "", false
 		}
-		if _, ok := deps[rel]; !ok {
+		return strings.TrimPrefix(strings.TrimPrefix(p, module), "/"), true
+	}
+	deps := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		name, list, _ := strings.Cut(line, "|")
+		// A test variant is "pkg [pkg.test]"; the test main "pkg.test"
+		// imports the package's tests, which are listed themselves.
+		name, _, _ = strings.Cut(name, " ")
+		if strings.HasSuffix(name, ".test") {
+			continue
+		}
+		rel, ok := ours(strings.TrimSuffix(name, "_test"))
+		if !ok {
+			continue
+		}
+		if _, seen := deps[rel]; !seen {
 			deps[rel] = nil
+		}
+		for _, d := range strings.Fields(list) {
+			d, _, _ = strings.Cut(d, " ")
+			dr, ok := ours(d)
+			if ok && dr != rel && !slices.Contains(deps[rel], dr) {
+				deps[rel] = append(deps[rel], dr)
+			}
 		}
 	}
 	return deps
