@@ -110,6 +110,9 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	if err != nil {
 		return err
 	}
+	if err := transfer.CheckOptions(o.ssh.options(nil)); err != nil {
+		return usageError{err}
+	}
 	if err := needRoot("migration"); err != nil {
 		return err
 	}
@@ -207,6 +210,9 @@ type silentError struct{ error }
 
 func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 	ctx := c.Context()
+	if err := transfer.CheckOptions(o.ssh.options(nil)); err != nil {
+		return usageError{err}
+	}
 	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(c.ErrOrStderr()), PIDNS: o.pidns,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	if err != nil {

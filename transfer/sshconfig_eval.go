@@ -466,6 +466,21 @@ func wildMatch(pattern, s string) bool {
 	return s == ""
 }
 
+// CheckOptions checks -o settings and -J hops before anything connects.
+func CheckOptions(o SSHOptions) error {
+	for _, opt := range o.Options {
+		if _, err := parseOptionFlag(opt); err != nil {
+			return err
+		}
+	}
+	if o.Jump != "" {
+		if _, err := parseJumps(o.Jump); err != nil {
+			return fmt.Errorf("-J %s: %w", o.Jump, err)
+		}
+	}
+	return nil
+}
+
 // parseOptionFlag turns -o "Key=Value" or "Key Value" into a line.
 func parseOptionFlag(o string) ([]string, error) {
 	line, err := splitConfigLine(o)

@@ -132,6 +132,14 @@ Host a
   ServerAliveInterval 5
   ProxyJump nope
 `},
+	{name: "match localuser, canonical, all", dest: "lu", config: `
+Match canonical
+  Port 1
+Match localuser LOCALUSER host lu
+  User local-matched
+Match all
+  Port 2345
+`},
 	{name: "comments", dest: "cm", config: `
 # a comment
 Host cm # trailing comment
@@ -194,7 +202,7 @@ func TestSSHConfigMatchesOpenSSH(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			file := filepath.Join(dir, "config")
-			cfg := c.config
+			cfg := strings.ReplaceAll(c.config, "LOCALUSER", me.name)
 			if c.inc != "" {
 				inc := filepath.Join(dir, "included")
 				if err := os.WriteFile(inc, []byte(c.inc), 0o600); err != nil {
