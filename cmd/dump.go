@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/transfer"
 )
 
 type dumpOptions struct {
@@ -81,12 +82,12 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	}
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	done := timed(g.logger(), "dump")
+	done := transfer.Phase(c.Context(), "dump")
 	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version()})
 	stop()
-	done(err)
+	done(&err)
 	if err != nil {
 		return err
 	}

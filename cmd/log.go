@@ -161,18 +161,3 @@ func (g *globals) logger() *slog.Logger {
 	}
 	return g.log
 }
-
-// timed logs a phase done by cmd itself (a dump, a restore) with its
-// duration.
-func timed(log *slog.Logger, name string) func(err error) {
-	start := time.Now()
-	log.Debug("phase start", "phase", name)
-	return func(err error) {
-		d := time.Since(start).Round(time.Microsecond)
-		if err != nil {
-			log.Info("phase failed", "phase", name, "duration", d, "error", oneLine(err))
-			return
-		}
-		log.Info("phase done", "phase", name, "duration", d)
-	}
-}

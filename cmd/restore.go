@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/transfer"
 )
 
 type restoreOptions struct {
@@ -67,10 +68,10 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	done := timed(g.logger(), "restore")
+	done := transfer.Phase(c.Context(), "restore")
 	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns})
 	stop()
-	done(err)
+	done(&err)
 	if err != nil {
 		return err
 	}

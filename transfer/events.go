@@ -34,8 +34,11 @@ func logFrom(ctx context.Context) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// phase logs the start of a step of a migration; the returned func logs
-// its end with its duration and, if *err is set, the failure.
+// Phase logs the start of a step (of a migration, or a dump or restore the
+// command line runs) on ctx's logger; the returned func logs its end with
+// its duration and, if *err is set, the failure.
+func Phase(ctx context.Context, name string) func(err *error) { return phase(ctx, name) }
+
 func phase(ctx context.Context, name string) func(err *error) {
 	log := logFrom(ctx)
 	start := time.Now()
