@@ -213,6 +213,15 @@ func (s *session) abort(reason string) bool {
 }
 
 func (s *session) close() {
+	// The target's last stderr lines (its log of why it refused or
+	// failed) may still be on their way: they end when it exits.
+	if s.started && s.errDone != nil {
+		_ = s.stdin.Close()
+		select {
+		case <-s.errDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
 	if s.sess != nil {
 		s.sess.Close()
 	}
