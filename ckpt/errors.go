@@ -4,20 +4,41 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-
-	"github.com/relocate/relocate/ckpt/image"
-	"github.com/relocate/relocate/sock"
 )
 
 // Expected failures, for errors.Is. They describe the input, not a bug.
 var (
-	ErrNoProcess   = errors.New("no such process")
-	ErrUnsupported = errors.New("not supported yet")
-	ErrPIDTaken    = errors.New("is taken")
-	ErrTerminal    = errors.New("not supported without --shell-job (which reattaches it to the restoring terminal)")
+	ErrNoProcess   error = ExpectedError("no such process")
+	ErrUnsupported error = ExpectedError("not supported yet")
+	ErrPIDTaken    error = ExpectedError("is taken")
+	ErrTerminal    error = ExpectedError("not supported without --shell-job (which reattaches it to the restoring terminal)")
 	// ErrExternal marks a --external rule that cannot be followed.
-	ErrExternal = errors.New("bad --external")
+	ErrExternal error = ExpectedError("bad --external")
 )
+
+// Errors are classified where they are made: a failure that is an answer
+// about the input or the world (a refusal, a bad image, a missing process)
+// has a method Expected() bool returning true, and the command line prints
+// it as one line; any other failure is a bug and gets the bug hint.
+// ExpectedError, ProcessError, FDError and MappingError here, image's and
+// sock's sentinels and error types, and transfer's DialError, RefusedError
+// and the like carry it (image and sock implement it without importing
+// anything of ours).
+
+// ExpectedError is a plain expected failure.
+type ExpectedError string
+
+func (e ExpectedError) Error() string  { return string(e) }
+func (e ExpectedError) Expected() bool { return true }
+
+// Expected says a failure about one process is a refusal, not a bug.
+func (e *ProcessError) Expected() bool { return true }
+
+// Expected says a failure about one descriptor is a refusal, not a bug.
+func (e *FDError) Expected() bool { return true }
+
+// Expected says a failure about one mapping is a refusal, not a bug.
+func (e *MappingError) Expected() bool { return true }
 
 // ProcessError is a failure that concerns a whole process.
 type ProcessError struct {
@@ -59,19 +80,11 @@ func (e *MappingError) Error() string {
 }
 func (e *MappingError) Unwrap() error { return e.Err }
 
-// Expected reports whether err describes bad input or an unsupported
-// situation (one clean line for the user) rather than a bug in relocate.
+// Expected reports whether err is an expected failure: some error in its
+// chain says so (see ExpectedError), or it is an *fs.PathError, a file the
+// user named that cannot be opened.
 func Expected(err error) bool {
-	var pe *ProcessError
-	var fe *FDError
-	var me *MappingError
+	var e interface{ Expected() bool }
 	var pathErr *fs.PathError
-	var fmtErr *image.FormatError
-	var verErr *image.VersionError
-	return errors.As(err, &pe) || errors.As(err, &fe) || errors.As(err, &me) ||
-		errors.As(err, &pathErr) || errors.As(err, &fmtErr) || errors.As(err, &verErr) ||
-		errors.Is(err, ErrNoProcess) || errors.Is(err, ErrUnsupported) || errors.Is(err, ErrPIDTaken) ||
-		errors.Is(err, ErrTerminal) || errors.Is(err, ErrExternal) || errors.Is(err, image.ErrNotImage) || errors.Is(err, image.ErrCorrupt) ||
-		errors.Is(err, image.ErrTruncated) || errors.Is(err, image.ErrTrailingData) ||
-		errors.Is(err, sock.ErrUnsupported)
+	return (errors.As(err, &e) && e.Expected()) || errors.As(err, &pathErr)
 }

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"text/tabwriter"
@@ -55,17 +54,21 @@ a migration fail; with --pid, for that process's tree. Nothing is frozen.`,
 func runCheck(c *cobra.Command, o *checkOptions) error {
 	caps := ckpt.Check()
 	usable := true
+	problems := []string{}
 	for _, cp := range caps {
 		if cp.Required && !cp.OK {
 			usable = false
+			problems = append(problems, cp.Name+": "+cp.Detail)
 		}
 	}
 	out := c.OutOrStdout()
+	failure := expectedError{errors.New("dump and restore cannot work here: see the missing lines above")}
 	if o.json {
-		if err := json.NewEncoder(out).Encode(struct {
-			Usable bool              `json:"usable"`
-			Checks []ckpt.Capability `json:"checks"`
-		}{usable, caps}); err != nil {
+		j := checkJSON{jsonHead: head("check", usable), Problems: problems, Checks: caps}
+		if !usable {
+			j = j.failed(failure)
+		}
+		if err := writeJSON(out, j); err != nil {
 			return err
 		}
 	} else {
@@ -84,7 +87,10 @@ func runCheck(c *cobra.Command, o *checkOptions) error {
 		tw.Flush()
 	}
 	if !usable {
-		return expectedError{errors.New("dump and restore cannot work here: see the missing lines above")}
+		if o.json {
+			return jsonDone{failure}
+		}
+		return failure
 	}
 	return nil
 }

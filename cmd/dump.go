@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -9,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/transfer"
 )
 
 type dumpOptions struct {
@@ -67,15 +67,20 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		return err
 	}
 	defer func() { err = errors.Join(err, out.finish(err == nil)) }()
+	if o.output == "-" {
+		g.jsonOut = c.ErrOrStderr() // the image has stdout
+	}
 	for _, w := range out.warns {
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s\n", w)
 	}
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
+	done := transfer.Phase(c.Context(), "dump")
 	frozen, err := ckpt.DumpTx(c.Context(), pid, out.w, ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version()})
 	stop()
+	done(&err)
 	if err != nil {
 		return err
 	}
@@ -98,7 +103,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		if o.output == "-" {
 			w = c.ErrOrStderr()
 		}
-		return json.NewEncoder(w).Encode(res)
+		return writeJSON(w, dumpJSONOf(res))
 	}
 	if !g.quiet {
 		fate := "killed"

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -17,10 +16,12 @@ import (
 
 type inspectOptions struct {
 	json bool
+	raw  bool
 }
 
 func (o *inspectOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print the image's metadata as JSON")
+	c.Flags().BoolVar(&o.raw, "raw", false, "with --json: add the whole checkpoint as stored (registers, raw kernel structures; not a stable format)")
 }
 
 func newInspectCmd(g *globals) *cobra.Command {
@@ -81,10 +82,18 @@ func runInspect(c *cobra.Command, o *inspectOptions, name string) error {
 		if err != nil {
 			rep.Error = err.Error()
 		}
-		if jerr := json.NewEncoder(out).Encode(rep); jerr != nil {
+		j := inspectJSONOf(&rep, o.raw)
+		if err != nil {
+			e := errorJSONOf("inspect", ExitError, "", err).Error
+			j.Error = &e
+		}
+		if jerr := writeJSON(out, j); jerr != nil {
 			return jerr
 		}
-		return err
+		if err != nil {
+			return jsonDone{err} // the object above has the error
+		}
+		return nil
 	}
 	printReport(out, &rep)
 	return err

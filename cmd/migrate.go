@@ -1,9 +1,10 @@
 package cmd
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"slices"
@@ -31,16 +32,21 @@ type sshOptions struct {
 	config   string
 	identity []string
 	port     int
+	jump     string
+	settings []string
 }
 
 func (o *sshOptions) AddFlags(c *cobra.Command) {
 	c.Flags().StringVarP(&o.config, "ssh-config", "F", "", "read this ssh_config `FILE` instead of ~/.ssh/config")
 	c.Flags().StringArrayVarP(&o.identity, "identity", "i", nil, "authenticate with this private key `FILE` (repeatable)")
 	c.Flags().IntVarP(&o.port, "port", "p", 0, "SSH port of the target (default: from ssh_config, else 22)")
+	c.Flags().StringVarP(&o.jump, "jump", "J", "", "reach the target through these jump `HOSTS` ([user@]host[:port],..., as ssh -J)")
+	c.Flags().StringArrayVarP(&o.settings, "option", "o", nil, "an ssh_config setting, `KEY=VALUE`, before the files (repeatable, as ssh -o)")
 }
 
-func (o *sshOptions) options() transfer.SSHOptions {
-	return transfer.SSHOptions{ConfigFile: o.config, Identity: o.identity, Port: o.port}
+func (o *sshOptions) options(w io.Writer) transfer.SSHOptions {
+	return transfer.SSHOptions{ConfigFile: o.config, Identity: o.identity, Port: o.port, Jump: o.jump, Options: o.settings,
+		Passphrase: askPassphrase, Warn: func(msg string) { fmt.Fprintf(w, "relocate: warning: %s\n", msg) }}
 }
 
 type migrateOptions struct {
@@ -111,6 +117,9 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	if err != nil {
 		return err
 	}
+	if err := transfer.CheckOptions(o.ssh.options(nil)); err != nil {
+		return usageError{err}
+	}
 	if err := needRoot("migration"); err != nil {
 		return err
 	}
@@ -118,14 +127,14 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
-		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
+		SSH: o.ssh.options(c.ErrOrStderr()), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr(), CommitWait: o.commitWait})
 	stop()
 	if err != nil {
 		return err
 	}
 	if o.json {
-		return json.NewEncoder(c.OutOrStdout()).Encode(res)
+		return writeJSON(c.OutOrStdout(), migrateJSONOf(res))
 	}
 	if res.Unconfirmed {
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s did not confirm the end of the migration; check that pid %d runs there\n", res.Dest, res.PID)
@@ -185,7 +194,9 @@ func newReceiveCmd() *cobra.Command {
 			if err := syscall.SetNonblock(0, true); err == nil {
 				in = os.NewFile(0, "/dev/stdin")
 			}
-			err := transfer.Receive(c.Context(), in, os.Stdout, os.Stderr)
+			// Its log goes back to the source on stderr, marked as such.
+			ctx := transfer.WithLog(c.Context(), slog.New(transfer.TargetLogHandler(os.Stderr)))
+			err := transfer.Receive(ctx, in, os.Stdout, os.Stderr)
 			if err != nil {
 				return silentError{err}
 			}
@@ -215,22 +226,25 @@ type silentError struct{ error }
 
 func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 	ctx := c.Context()
-	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(), PIDNS: o.pidns,
+	if err := transfer.CheckOptions(o.ssh.options(nil)); err != nil {
+		return usageError{err}
+	}
+	problems, err := transfer.Check(ctx, o.pid, dest, transfer.MigrateOptions{SSH: o.ssh.options(c.ErrOrStderr()), PIDNS: o.pidns,
 		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
 	if err != nil {
 		return err
 	}
 	out := c.OutOrStdout()
+	failure := expectedError{fmt.Errorf("%s cannot take it: %d problem(s) above", dest, len(problems))}
 	if o.json {
 		if problems == nil {
 			problems = []string{}
 		}
-		if err := json.NewEncoder(out).Encode(struct {
-			Dest     string   `json:"dest"`
-			PID      int      `json:"pid,omitempty"`
-			OK       bool     `json:"ok"`
-			Problems []string `json:"problems"`
-		}{dest, o.pid, len(problems) == 0, problems}); err != nil {
+		j := checkJSON{jsonHead: head("check", len(problems) == 0), Dest: dest, PID: o.pid, Problems: problems}
+		if len(problems) > 0 {
+			j = j.failed(failure)
+		}
+		if err := writeJSON(out, j); err != nil {
 			return err
 		}
 	} else {
@@ -246,7 +260,10 @@ func checkRemote(c *cobra.Command, o *checkOptions, dest string) error {
 		}
 	}
 	if len(problems) > 0 {
-		return expectedError{fmt.Errorf("%s cannot take it: %d problem(s) above", dest, len(problems))}
+		if o.json {
+			return jsonDone{failure}
+		}
+		return failure
 	}
 	return nil
 }

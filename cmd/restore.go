@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/transfer"
 )
 
 type restoreOptions struct {
@@ -80,8 +80,10 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	defer f.Close()
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
+	done := transfer.Phase(c.Context(), "restore")
 	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external, CgroupRoot: o.cgroup})
 	stop()
+	done(&err)
 	if err != nil {
 		return err
 	}
@@ -94,10 +96,7 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: warning: %s\n", w)
 	}
 	if o.json {
-		return json.NewEncoder(c.OutOrStdout()).Encode(struct {
-			*ckpt.RestoreResult
-			DurationMS int64 `json:"duration_ms"`
-		}{res, res.Duration.Milliseconds()})
+		return writeJSON(c.OutOrStdout(), restoreJSONOf(res))
 	}
 	fmt.Fprintln(c.OutOrStdout(), res.PID)
 	if !g.quiet {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -55,8 +56,15 @@ func init() { cleanupGrace.Store(int64(5 * time.Second)) }
 
 // globals are the flags every command has.
 type globals struct {
-	quiet bool
-	json  bool
+	quiet   bool
+	json    bool
+	verbose int
+	logFile string
+
+	log      *slog.Logger
+	closeLog func() error
+	phase    *phaseTracker
+	jsonOut  io.Writer // where --json goes: stdout, or stderr when the image has stdout
 }
 
 type usageError struct{ err error }
@@ -89,15 +97,29 @@ func Main() int {
 			}
 			return runMigrate(c, &g, &mo, args)
 		},
+		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
+			if err := g.openLog(c.ErrOrStderr()); err != nil {
+				return err
+			}
+			c.SetContext(transfer.WithLog(c.Context(), g.log))
+			return nil
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		Version:       version(),
 	}
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "no progress output")
+	root.PersistentFlags().CountVarP(&g.verbose, "verbose", "v", "say what happens: phases and timings, refusals and why (-vv: the target's log too)")
+	root.PersistentFlags().StringVar(&g.logFile, "log-file", "", "append a time-stamped log of everything (as -vv) to `FILE`")
+	root.Flags().BoolP("version", "V", false, "print the version")
+	root.SetVersionTemplate(versionLine() + "\n")
 	mo.AddFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newResolveCmd())
+	root.AddCommand(newDumpCmd(&g), newRestoreCmd(&g), newInspectCmd(&g), newCheckCmd(), newVersionCmd(), newReceiveCmd(), newManCmd(), newUnlockCmd(), newResolveCmd())
+	addCompletions(root)
+	addExamples(root)
 	root.SetContext(ctx)
+	g.phase = &phaseTracker{}
 	// Last resort when cleanup itself is stuck (a read from a stalled
 	// stream cannot be interrupted): exit anyway. A half-restored process
 	// dies with us (PTRACE_O_EXITKILL); a process being dumped is detached
@@ -108,11 +130,26 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
 		os.Exit(ExitInterrupted)
 	}()
-	err := root.ExecuteContext(ctx)
+	ran, err := root.ExecuteC()
+	defer func() {
+		if g.closeLog != nil {
+			_ = g.closeLog()
+		}
+	}()
 	if err == nil {
+		g.logger().Debug("done", "exit", ExitOK)
 		return ExitOK
 	}
-	return report(os.Stderr, err, ctx.Err() != nil)
+	code := report(os.Stderr, err, ctx.Err() != nil)
+	g.logger().Info("failed", "exit", code, "expected", expected(err), "error", oneLine(err))
+	if wantsJSON(ran) && !errors.As(err, new(jsonDone)) {
+		w := g.jsonOut
+		if w == nil {
+			w = os.Stdout
+		}
+		_ = writeJSON(w, errorJSONOf(commandName(ran.CommandPath()), code, g.phase.last(), err))
+	}
+	return code
 }
 
 // report prints err in relocate's voice and returns the exit code.
@@ -120,7 +157,7 @@ func report(w io.Writer, err error, interrupted bool) int {
 	var ue usageError
 	switch {
 	case errors.As(err, &ue) || isCobraUsage(err):
-		fmt.Fprintf(w, "relocate: error: %v\nrelocate: hint: see 'relocate --help'\n", err)
+		fmt.Fprintf(w, "relocate: error: %s (see 'relocate --help')\n", oneLine(err))
 		return ExitUsage
 	case errors.As(err, new(*transfer.InDoubtError)):
 		// Even after ^C: the one line that settles it matters most.
@@ -151,18 +188,17 @@ func report(w io.Writer, err error, interrupted bool) int {
 }
 
 // expected reports whether err is an answer about the input or the
-// world (one line for the user) rather than a bug.
-func expected(err error) bool {
-	var ee expectedError
-	var de *transfer.DialError
-	var he *transfer.HookError
-	_, migration := migrationExit(err)
-	return ckpt.Expected(err) || errors.As(err, &ee) || errors.As(err, &de) || errors.As(err, &he) || migration
-}
+// world (one line for the user) rather than a bug: the error says so
+// itself, where it was made (ckpt.ExpectedError).
+func expected(err error) bool { return ckpt.Expected(err) || isCobraUsage(err) }
+
+// Expected: a usage error or an answer of cmd's is not a bug.
+func (e usageError) Expected() bool    { return true }
+func (e expectedError) Expected() bool { return true }
 
 func isCobraUsage(err error) bool {
 	s := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument"} {
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "invalid argument", "required flag", "flag needs an argument", "bad flag syntax"} {
 		if len(s) >= len(p) && s[:len(p)] == p {
 			return true
 		}
@@ -201,6 +237,22 @@ func needRoot(what string) error {
 	return nil
 }
 
+// versionLine is what both `relocate version` and `relocate -V` print.
+func versionLine() string {
+	commit := Commit
+	if bi, ok := debug.ReadBuildInfo(); ok && commit == "" {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				commit = s.Value
+			}
+		}
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	return fmt.Sprintf("relocate %s (commit %s, %s, %s/%s)", version(), commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
 func newVersionCmd() *cobra.Command {
 	var id bool
 	c := &cobra.Command{
@@ -218,18 +270,7 @@ func newVersionCmd() *cobra.Command {
 				fmt.Fprintln(c.OutOrStdout(), s)
 				return nil
 			}
-			commit := Commit
-			if bi, ok := debug.ReadBuildInfo(); ok && commit == "" {
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						commit = s.Value
-					}
-				}
-			}
-			if commit == "" {
-				commit = "unknown"
-			}
-			fmt.Fprintf(c.OutOrStdout(), "relocate %s (commit %s, %s, %s/%s)\n", version(), commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintln(c.OutOrStdout(), versionLine())
 			return nil
 		},
 	}

@@ -10,11 +10,18 @@ import (
 )
 
 // ErrUnsupported marks socket states this package cannot carry yet.
-var ErrUnsupported = errors.New("not supported yet")
+var ErrUnsupported error = expected("not supported yet")
 
 // ErrAcceptQueue is a listener with connections the process has not
 // accepted yet: they cannot be put back into a new listener's queue.
-var ErrAcceptQueue = errors.New("connections wait in the accept queue, not yet accepted by the process")
+var ErrAcceptQueue error = expected("connections wait in the accept queue, not yet accepted by the process")
+
+// expected is a refusal, not a bug: its Expected method tells the command
+// line to print it as one line without asking for a bug report.
+type expected string
+
+func (e expected) Error() string  { return string(e) }
+func (e expected) Expected() bool { return true }
 
 // State is what a restore needs to make the socket again.
 type State struct {

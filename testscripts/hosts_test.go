@@ -54,8 +54,8 @@ func hostsDir(ts *testscript.TestScript) string {
 }
 
 func hostArg(ts *testscript.TestScript, host string) string {
-	if host != "src" && host != "dst" {
-		ts.Fatalf("unknown host %q (src or dst)", host)
+	if host != "src" && host != "dst" && host != "jump" {
+		ts.Fatalf("unknown host %q (src, dst or jump)", host)
 	}
 	return host
 }
@@ -64,13 +64,15 @@ func hostArg(ts *testscript.TestScript, host string) string {
 // (simhosts.sh up, on a subnet no other script of this machine uses) and
 // sets the variables it prints, in lower case: $src_ip, $dst_ip, $vip,
 // $ssh_config, $known_hosts, $wrong_known_hosts, $identity, $src_pid and
-// $dst_pid (the inits' PIDs), $bridge, $subnet, $hosts_dir, $simhosts.
+// $dst_pid (the inits' PIDs), $bridge, $subnet, $hosts_dir, $simhosts,
+// $cert_identity, $user_cert, $ca_known_hosts. hosts up jump adds the host
+// jump ($jump_ip), the only one dst takes SSH from.
 // `ssh -F $ssh_config dst CMD` logs into dst as root. They are torn down
 // when the script ends, passed or failed (simhosts.sh down: every process
 // in a host dies with it); the test fails if the bridge is left. hosts
 // down tears them down earlier. Needs root.
 func cmdHosts(ts *testscript.TestScript, neg bool, args []string) {
-	usage(ts, !neg && len(args) == 1 && (args[0] == "up" || args[0] == "down"), "hosts up|down")
+	usage(ts, !neg && (len(args) == 1 && (args[0] == "up" || args[0] == "down") || len(args) == 2 && args[0] == "up" && args[1] == "jump"), "hosts up [jump]|down")
 	dir := ts.MkAbs("hosts")
 	if args[0] == "down" {
 		if err := hostsDown(dir, ts.Getenv("bridge")); err != nil {
@@ -97,7 +99,7 @@ func cmdHosts(ts *testscript.TestScript, neg bool, args []string) {
 			})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		c := exec.CommandContext(ctx, "bash", simhostsScript, "up", dir, strconv.Itoa(n))
+		c := exec.CommandContext(ctx, "bash", append([]string{simhostsScript, "up", dir, strconv.Itoa(n)}, args[1:]...)...)
 		c.Env = append(os.Environ(), markerVar+"="+ts.Getenv(markerVar))
 		var stdout, stderr bytes.Buffer
 		c.Stdout, c.Stderr = &stdout, &stderr

@@ -3,7 +3,7 @@
 # for migrating a process between "machines" without a second machine. The
 # test suite drives it (hosts_test.go) and so can a demo. Run as root.
 #
-#   bash simhosts.sh up DIR N          make the hosts, subnet 10.78.N.0/24
+#   bash simhosts.sh up DIR N [jump]   make the hosts, subnet 10.78.N.0/24
 #   bash simhosts.sh down DIR          remove what up made (idempotent)
 #   bash simhosts.sh exec DIR HOST CMD...         run CMD in HOST
 #   bash simhosts.sh start DIR HOST LOG CMD...    start CMD detached in HOST
@@ -30,6 +30,21 @@
 # installed system-wide, and TMPDIR=DIR/HOST/tmp (a test can see what a
 # login left in its temporary directory). DIR/HOST/sshd.pid holds sshd's PID in HOST. /sys
 # is the root namespace's (/sys/class/net lists its links, not HOST's).
+#
+# With "jump", a third host "jump" (10.78.N.4, an sshd and nothing else)
+# is the only one dst takes SSH connections from (an nftables table
+# simhosts_jump in dst drops the others): dst is then reached with
+# ProxyJump jump, or a ProxyCommand through it. JUMP_IP is printed.
+#
+# Certificates: DIR/cert_ed25519 is a client key that is in no
+# authorized_keys file; DIR/user_cert.pub certifies it for root, signed by
+# DIR/user_ca, which every sshd trusts (TrustedUserCAKeys). Each sshd also
+# presents a host certificate signed by DIR/host_ca, and
+# DIR/ca_known_hosts holds only "@cert-authority 10.78.N.* host_ca.pub".
+# ssh_config has, besides the hosts, "dstcert" (dst with the certificate
+# and ca_known_hosts) and "dstnocert" (dst with the bare key of the
+# certificate): both go through jump when it is up. Printed: CERT_IDENTITY
+# USER_CERT CA_KNOWN_HOSTS.
 #
 # down kills the inits (which kills every process of the hosts) and deletes
 # the links up made; it leaves DIR's files (keys, logs) to the caller.
@@ -60,7 +75,8 @@ ipof() { # ipof N HOST
 	case $2 in
 	src) echo "10.78.$1.2" ;;
 	dst) echo "10.78.$1.3" ;;
-	*) die "unknown host $2 (src or dst)" ;;
+	jump) echo "10.78.$1.4" ;;
+	*) die "unknown host $2 (src, dst or jump)" ;;
 	esac
 }
 
@@ -114,8 +130,11 @@ done
 EOF
 
 cmd_up() {
-	[ $# = 2 ] || die "usage: simhosts.sh up DIR N"
+	[ $# = 2 ] || { [ $# = 3 ] && [ "$3" = jump ]; } || die "usage: simhosts.sh up DIR N [jump]"
 	local dir=$1 n=$2 h
+	if [ $# = 3 ]; then
+		HOSTS=(src dst jump)
+	fi
 	[[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 250 ] || die "up: N must be 1..250, not $n"
 	[[ $dir != *[[:space:]\'\"\\\$]* ]] || die "up: DIR must not contain spaces, quotes, \\ or \$: $dir"
 	[ "$(id -u)" = 0 ] || die "up: must run as root"
@@ -131,6 +150,7 @@ cmd_up() {
 		exit 3
 	fi
 	echo "$n" >"$dir/n"
+	echo "${HOSTS[*]}" >"$dir/hosts"
 	: >"$dir/made"
 	UPDIR=$dir
 	trap 'if [ $? != 0 ]; then cmd_down "$UPDIR" >/dev/null 2>&1 || true; fi' EXIT
@@ -149,6 +169,13 @@ cmd_up() {
 	try "ssh-keygen" ssh-keygen -q -t ed25519 -N '' -C simhosts-client -f "$dir/id_ed25519"
 	try "ssh-keygen" ssh-keygen -q -t ed25519 -N '' -C simhosts-wrong -f "$dir/wrong_ed25519_key"
 	cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
+	rm -f "$dir/cert_ed25519"{,.pub} "$dir/user_ca"{,.pub} "$dir/host_ca"{,.pub} "$dir/user_cert.pub"
+	try "ssh-keygen" ssh-keygen -q -t ed25519 -N '' -C simhosts-cert -f "$dir/cert_ed25519"
+	try "ssh-keygen" ssh-keygen -q -t ed25519 -N '' -C simhosts-user-ca -f "$dir/user_ca"
+	try "ssh-keygen" ssh-keygen -q -t ed25519 -N '' -C simhosts-host-ca -f "$dir/host_ca"
+	try "ssh-keygen -s" ssh-keygen -q -s "$dir/user_ca" -I simhosts-user -n root -V -5m:+1d "$dir/cert_ed25519.pub"
+	mv "$dir/cert_ed25519-cert.pub" "$dir/user_cert.pub"
+	echo "@cert-authority 10.78.$n.* $(cut -d' ' -f1,2 "$dir/host_ca.pub")" >"$dir/ca_known_hosts"
 	: >"$dir/known_hosts"
 	: >"$dir/wrong_known_hosts"
 	: >"$dir/ssh_config"
@@ -175,6 +202,8 @@ cmd_up() {
 		cat >"$dir/$h/sshd_config" <<-EOF
 			ListenAddress $ip:22
 			HostKey $dir/$h/ssh_host_ed25519_key
+			HostCertificate $dir/$h/ssh_host_ed25519_key-cert.pub
+			TrustedUserCAKeys $dir/user_ca.pub
 			PidFile $dir/$h/sshd.pid
 			PermitRootLogin prohibit-password
 			PubkeyAuthentication yes
@@ -191,8 +220,44 @@ cmd_up() {
 			SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin TMPDIR=$dir/$h/tmp
 			Subsystem sftp internal-sftp
 		EOF
+		try "ssh-keygen -s ($h)" ssh-keygen -q -s "$dir/host_ca" -h -I "simhost-$h" -n "$ip" -V -5m:+1d "$dir/$h/ssh_host_ed25519_key.pub"
 		try "sshd -t ($h)" /usr/sbin/sshd -t -f "$dir/$h/sshd_config"
 	done
+	local via=
+	if [ "${#HOSTS[@]}" = 3 ]; then
+		via="  ProxyJump jump"
+	fi
+	local dstip
+	dstip=$(ipof "$n" dst)
+	cat >>"$dir/ssh_config" <<-EOF
+		Host dstcert
+		  HostName $dstip
+		  User root
+		  IdentityFile $dir/cert_ed25519
+		  CertificateFile $dir/user_cert.pub
+		  IdentitiesOnly yes
+		  UserKnownHostsFile $dir/ca_known_hosts
+		  GlobalKnownHostsFile /dev/null
+		  StrictHostKeyChecking yes
+		  BatchMode yes
+		  ConnectTimeout 10
+		  LogLevel ERROR
+		$via
+
+		Host dstnocert
+		  HostName $dstip
+		  User root
+		  IdentityFile $dir/cert_ed25519
+		  IdentitiesOnly yes
+		  UserKnownHostsFile $dir/known_hosts
+		  GlobalKnownHostsFile /dev/null
+		  StrictHostKeyChecking yes
+		  BatchMode yes
+		  ConnectTimeout 10
+		  LogLevel ERROR
+		$via
+
+	EOF
 
 	# The inits. setsid does not fork here (a background job of a
 	# non-interactive shell leads no process group), so $! is unshare's PID.
@@ -278,6 +343,20 @@ cmd_up() {
 		[ -n "$ok" ] || die "up: $h: sshd does not answer on $ip:22: $(tail -n 3 "$dir/$h/sshd.log" | tr '\n' ' ')"
 	done
 
+	# With a jump host, dst takes SSH from it alone (once the probe above
+	# has seen its sshd answer).
+	if [ "${#HOSTS[@]}" = 3 ]; then
+		command -v nft >/dev/null || die "up: nft is missing (nftables)"
+		try "dst firewall" nsenter -t "$(cat "$dir/dst/init.pid")" --net nft -f - <<-EOF
+			table inet simhosts_jump {
+				chain input {
+					type filter hook input priority 0; policy accept;
+					tcp dport 22 ip saddr != $(ipof "$n" jump) drop
+				}
+			}
+		EOF
+	fi
+
 	{
 		echo "SRC_IP=$(ipof "$n" src)"
 		echo "DST_IP=$(ipof "$n" dst)"
@@ -286,6 +365,12 @@ cmd_up() {
 		echo "KNOWN_HOSTS=$dir/known_hosts"
 		echo "WRONG_KNOWN_HOSTS=$dir/wrong_known_hosts"
 		echo "IDENTITY=$dir/id_ed25519"
+		echo "CERT_IDENTITY=$dir/cert_ed25519"
+		echo "USER_CERT=$dir/user_cert.pub"
+		echo "CA_KNOWN_HOSTS=$dir/ca_known_hosts"
+		if [ "${#HOSTS[@]}" = 3 ]; then
+			echo "JUMP_IP=$(ipof "$n" jump)"
+		fi
 		echo "SRC_PID=$(cat "$dir/src/init.pid")"
 		echo "DST_PID=$(cat "$dir/dst/init.pid")"
 		echo "BRIDGE=$br"
@@ -300,6 +385,9 @@ cmd_down() {
 	[ $# = 1 ] || die "usage: simhosts.sh down DIR"
 	local dir=$1 h pid upid
 	[ -e "$dir/n" ] || return 0
+	if [ -s "$dir/hosts" ]; then
+		read -r -a HOSTS <"$dir/hosts"
+	fi
 	for h in "${HOSTS[@]}"; do
 		# Killing a PID namespace's init kills every process in it.
 		if pid=$(initpid "$dir" "$h"); then
@@ -328,7 +416,7 @@ cmd_down() {
 		[ "$kind" = link ] || continue
 		[ ! -e "/sys/class/net/$link" ] || die "down: link $link is still there"
 	done <"$dir/made"
-	rm -f "$dir/made" "$dir/n"
+	rm -f "$dir/made" "$dir/n" "$dir/hosts"
 }
 
 cmd_exec() {

@@ -19,6 +19,11 @@ func FuzzResolveTarget(f *testing.F) {
 	home := f.TempDir()
 	f.Setenv("HOME", home)
 	path := filepath.Join(home, "config")
+	f.Add("Match exec \"true\" host a\n  User x\n", "a")
+	// Never run what the fuzzer writes.
+	saved := matchExec
+	matchExec = func(_ *configEval, cmd string) (bool, error) { return len(cmd)%2 == 0, nil }
+	f.Cleanup(func() { matchExec = saved })
 	f.Fuzz(func(t *testing.T, config, dest string) {
 		if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 			t.Fatal(err)

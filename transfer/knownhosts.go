@@ -27,19 +27,22 @@ type hostKeys struct {
 	host     string
 	port     int
 	home     string
+	haveCA   bool // some known_hosts file has an @cert-authority line
+	warn     func(string)
 
 	mu       sync.Mutex
 	accepted ssh.PublicKey // a key let in by accept-new or "no", for re-keying
 	refusal  error
 }
 
-func newHostKeys(t *sshTarget) (*hostKeys, error) {
+func newHostKeys(t *sshTarget, warn func(string)) (*hostKeys, error) {
 	files := append(append([]string(nil), t.userKnownHosts...), t.globalKnownHosts...)
 	db, err := loadKnownHosts(files)
 	if err != nil {
 		return nil, err
 	}
-	h := &hostKeys{db: db, mode: t.strict, hash: t.hashKnownHosts, host: t.host, port: t.port, home: t.home}
+	h := &hostKeys{db: db, mode: t.strict, hash: t.hashKnownHosts, host: t.knownHostsName(), port: t.port, home: t.home,
+		haveCA: anyCertAuthority(files), warn: warn}
 	if len(t.userKnownHosts) > 0 {
 		h.recordIn = t.userKnownHosts[0]
 	}
@@ -114,10 +117,15 @@ func (h *hostKeys) judge(address string, remote net.Addr, key ssh.PublicKey) err
 	case !errors.As(err, &keyErr):
 		return fmt.Errorf("checking the host key: %w", err)
 	case h.mode == strictNo:
+		if want := plainEntries(keyErr.Want); len(want) > 0 && h.warn != nil {
+			// ssh lets it in too, but not without saying so.
+			h.warn(fmt.Sprintf("HOST KEY HAS CHANGED for %s: the server offers %s, %s:%d has another key; connecting anyway (StrictHostKeyChecking no)",
+				h.host, describeKey(key), h.tilde(want[0].Filename), want[0].Line))
+		}
 		h.accepted = key
 		return nil
-	case len(keyErr.Want) > 0:
-		return h.changed(key, keyErr.Want)
+	case len(plainEntries(keyErr.Want)) > 0:
+		return h.changed(key, plainEntries(keyErr.Want))
 	case h.mode == strictAcceptNew:
 		if err := h.record(key); err != nil {
 			return err
@@ -207,7 +215,9 @@ func (h *hostKeys) algorithms() []string {
 	known := h.knownTypes()
 	var first, rest []string
 	for _, a := range defaultHostKeyAlgorithms() {
-		if known[keyTypeOfAlgorithm(a)] {
+		// With an @cert-authority line, certificates stay first: it
+		// vouches for them whatever the plain entries hold.
+		if known[keyTypeOfAlgorithm(a)] || (h.haveCA && strings.Contains(a, "-cert-")) {
 			first = append(first, a)
 		} else {
 			rest = append(rest, a)
@@ -232,7 +242,7 @@ func (h *hostKeys) knownTypes() map[string]bool {
 		return nil
 	}
 	known := make(map[string]bool)
-	for _, k := range keyErr.Want {
+	for _, k := range plainEntries(keyErr.Want) {
 		known[k.Key.Type()] = true
 	}
 	return known
@@ -292,4 +302,40 @@ func describeKey(key ssh.PublicKey) string {
 
 func keysEqual(a, b ssh.PublicKey) bool {
 	return string(a.Marshal()) == string(b.Marshal())
+}
+
+// plainEntries drops the @cert-authority lines x/crypto lists among the
+// keys it knows for a host: they hold a CA's key, not the host's, and
+// their presence does not make a plain host key "changed".
+func plainEntries(want []knownhosts.KnownKey) []knownhosts.KnownKey {
+	var plain []knownhosts.KnownKey
+	files := map[string][]string{}
+	for _, k := range want {
+		lines, ok := files[k.Filename]
+		if !ok {
+			data, _ := os.ReadFile(k.Filename)
+			lines = strings.Split(string(data), "\n")
+			files[k.Filename] = lines
+		}
+		if k.Line >= 1 && k.Line <= len(lines) && strings.HasPrefix(strings.TrimSpace(lines[k.Line-1]), "@") {
+			continue
+		}
+		plain = append(plain, k)
+	}
+	return plain
+}
+
+func anyCertAuthority(files []string) bool {
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "@cert-authority") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -112,8 +111,10 @@ type session struct {
 
 // startReceive connects, brings relocate to the target if needed and
 // starts `relocate receive` there.
-func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session, error) {
+func startReceive(ctx context.Context, dest string, o *MigrateOptions) (_ *session, err error) {
+	done := phase(ctx, "connect")
 	c, err := Dial(ctx, dest, o.SSH)
+	done(&err)
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +125,10 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 			s.close()
 		}
 	}()
-	if s.remote, err = prepareRemote(ctx, c); err != nil {
+	done = phase(ctx, "upload")
+	s.remote, err = prepareRemote(ctx, c)
+	done(&err)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Dest, err)
 	}
 	if s.sess, err = c.NewSession(); err != nil {
@@ -147,7 +151,7 @@ func startReceive(ctx context.Context, dest string, o *MigrateOptions) (*session
 	s.lastDiag = &lineTail{}
 	go func() {
 		defer close(s.errDone)
-		forwardLines(stderr, o.Stderr, s.lastDiag)
+		forwardTarget(ctx, stderr, s.lastDiag)
 	}()
 	if err := s.sess.Start(s.remote.receiveCommand()); err != nil {
 		return nil, fmt.Errorf("%s: start relocate receive: %w", c.Dest, err)
@@ -259,6 +263,15 @@ func (s *session) close() {
 		close(s.beats)
 		s.beats = nil
 	}
+	// The target's last stderr lines (its log of why it refused or
+	// failed) may still be on their way: they end when it exits.
+	if s.started && s.errDone != nil {
+		_ = s.stdin.Close()
+		select {
+		case <-s.errDone:
+		case <-time.After(2 * time.Second):
+		}
+	}
 	if s.sess != nil {
 		s.sess.Close()
 	}
@@ -321,12 +334,16 @@ func Check(ctx context.Context, pid int, dest string, o MigrateOptions) (problem
 // (RefusedError).
 func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*MigrateResult, error) {
 	start := time.Now()
+	log := logFrom(ctx)
 	o.Progress.Set("checking the target", 0)
+	done := phase(ctx, "survey")
 	survey, err := ckpt.SurveyTree(pid)
+	done(&err)
 	if err != nil {
 		return nil, err
 	}
 	if len(survey.Unmovable) > 0 {
+		log.Info("refused here", "problems", survey.Unmovable)
 		return nil, &RefusedError{Dest: dest, Err: fmt.Errorf("%s", strings.Join(survey.Unmovable, "; "))}
 	}
 	s, err := startReceive(ctx, dest, &o)
@@ -342,11 +359,14 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 			HookPostRestore: o.Hooks[HookPostRestore]},
 		ID: id, CommitMS: o.commitWait().Milliseconds(), IdleMS: max(o.commitWait(), 3*beatEvery).Milliseconds(),
 		Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
+	done = phase(ctx, "handshake")
 	problems, err := s.handshake(ctx, h)
+	done(&err)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}
 	}
 	if len(problems) > 0 {
+		log.Info("refused by the target", "problems", problems)
 		_ = s.stdin.Close()
 		return nil, &RefusedError{Dest: s.client.Dest, Problems: problems}
 	}
@@ -355,6 +375,8 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	// window full) closes the connection.
 	s.idle = time.Duration(h.IdleMS) * time.Millisecond
 	s.frames.stall, s.frames.onStall = s.idle, func() { s.client.Close() }
+	endFreeze := phase(ctx, "freeze")
+	var endStream func(*error)
 
 	res := &MigrateResult{PID: pid, Dest: s.client.Dest, Uploaded: s.remote.uploaded}
 	var cp *ckpt.Checkpoint
@@ -366,6 +388,8 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		Unlock:         true,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
+			endFreeze(nil)
+			endStream = phase(ctx, "stream")
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
 	}
@@ -380,6 +404,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
 		// The dump resumed the tree already.
+		logFrom(ctx).Info("rolling back", "pid", pid, "error", oneLine(err))
 		return nil, s.rollBack(ctx, pid, err, cp, source, &o)
 	}
 	if o.Hooks[HookRollback] != "" {
@@ -399,11 +424,16 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	if err := s.frames.send(frameEnd, nil); err != nil {
 		return nil, rollback(fmt.Errorf("%s: send: %w", s.client.Dest, err))
 	}
+	if endStream != nil {
+		endStream(nil)
+	}
 	o.Progress.Set("restoring on the target", 0)
+	endRestore := phase(ctx, "restore")
 	m, err := s.await(ctx, o.readyWait())
 	if err == nil && m.Type != msgReady {
 		err = fmt.Errorf("protocol: expected ready from the target, got %q", m.Type)
 	}
+	endRestore(&err)
 	if err != nil {
 		return nil, rollback(err)
 	}
@@ -438,6 +468,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		return nil, rollback(err)
 	}
 	o.Progress.Set("committing", 0)
+	endCommit := phase(ctx, "commit")
 	sendErr := s.frames.send(frameCommit, nil)
 	flt.at("commit")
 	var ans message
@@ -464,8 +495,9 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	}
 	flt.at("before-kill")
 	if err := f.Commit(); err != nil {
-		fmt.Fprintf(o.Stderr, "relocate: warning: kill the copy here: %v\n", err)
+		logFrom(ctx).Warn(fmt.Sprintf("kill the copy here: %v", err))
 	}
+	endCommit(nil)
 	flt.at("after-kill")
 	forget()
 	_ = l.remove()
@@ -476,7 +508,9 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true
+		log.Info("the target did not confirm the end", "dest", res.Dest)
 	}
+	endCommit(nil)
 	res.TotalMS = time.Since(start).Milliseconds()
 	return res, nil
 }
@@ -575,7 +609,7 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 		reason = "interrupted at the source"
 	}
 	if !s.abort(reason) {
-		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s\n", pid, s.id, s.client.Dest)
+		logFrom(ctx).Warn(fmt.Sprintf("the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s", pid, s.id, s.client.Dest))
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {
 		// The hook must run even after ^C: it puts the address back.
@@ -593,19 +627,3 @@ type lineTail struct{ last string }
 
 func (t *lineTail) set(s string) { t.last = s }
 func (t *lineTail) get() string  { return t.last }
-
-// forwardLines copies the target's stderr to w, line by line, prefixed,
-// and keeps the last line.
-func forwardLines(r io.Reader, w io.Writer, tail *lineTail) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.TrimSpace(line) != "" {
-			tail.set(line)
-		}
-		if w != nil {
-			fmt.Fprintf(w, "relocate: target: %s\n", line)
-		}
-	}
-}

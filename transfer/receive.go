@@ -32,7 +32,9 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	}
 	fr := newFrameReader(in)
 	mw := &messageWriter{w: out}
+	log := logFrom(ctx)
 	fail := func(err error) error {
+		log.Info("failed", "error", oneLine(err))
 		_ = mw.send(message{Type: msgError, Error: oneLine(err)})
 		return err
 	}
@@ -59,6 +61,7 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 			problems = append(problems, "this kernel has no time namespaces (use --no-timens)")
 		}
 	}
+	log.Info("survey checked", "source", h.Source, "root", h.Survey.Root, "ids", len(h.Survey.IDs), "problems", problems)
 	if err := mw.send(message{Type: msgHello, Protocol: ProtocolVersion, Problems: problems}); err != nil {
 		return err
 	}
@@ -125,7 +128,9 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
 	}
 	flt.at("restore")
+	done := phase(ctx, "restore")
 	p, err := ckpt.RestoreTx(ctx, fr, opts)
+	done(&err)
 	if err != nil {
 		err = errors.Join(err, runUndo())
 		var ab *abortedError

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -18,6 +19,13 @@ type SSHOptions struct {
 	Identity   []string      // -i KEY (tried first, before agent and config IdentityFile)
 	Port       int           // -p PORT; 0 means from config, else 22
 	Timeout    time.Duration // TCP connect + handshake timeout; 0 means ConnectTimeout from config, else 10s
+	Jump       string        // -J: ProxyJump hops
+	Options    []string      // -o KEY=VALUE, before the files as in ssh
+	// Passphrase, when set, is asked for the passphrase of an encrypted key
+	// the server accepts (never under BatchMode).
+	Passphrase func(prompt string) ([]byte, error)
+	// Warn, when set, is told what of ssh_config relocate ignores.
+	Warn func(msg string)
 }
 
 // Client is an authenticated connection to the target.
@@ -25,6 +33,14 @@ type Client struct {
 	*ssh.Client
 	Dest string // how to name the target in messages: "user@host:port", then "(alias)" if that differed
 	Host string // the resolved HostName (address or name) we connected to
+	via  []*Client
+}
+
+// Close closes the connection, then the jump hosts' it went through.
+func (c *Client) Close() error {
+	err := c.Client.Close()
+	closeClients(c.via)
+	return err
 }
 
 // DialError is every failure of Dial: one line, no newline, names the
@@ -66,29 +82,57 @@ func dialSSH(ctx context.Context, dest string, o SSHOptions, sys systemFiles) (*
 	if err != nil {
 		return nil, &DialError{Dest: dest, Err: err}
 	}
-	c, err := connectSSH(ctx, t)
+	warnIgnored(t, o)
+	c, err := connectTarget(ctx, t, o, sys, 0)
 	if err != nil {
 		return nil, &DialError{Dest: t.name(), Err: err}
 	}
-	go keepAlive(c, keepAliveEvery, keepAliveMissed)
-	return &Client{Client: c, Dest: t.name(), Host: t.host}, nil
+	return c, nil
 }
 
-func connectSSH(ctx context.Context, t *sshTarget) (*ssh.Client, error) {
-	keys, err := newHostKeys(t)
+// warnIgnored names, once per dial, the ssh_config keys set for the host
+// that relocate does not implement.
+func warnIgnored(t *sshTarget, o SSHOptions) {
+	if len(t.ignored) > 0 && o.Warn != nil {
+		o.Warn(fmt.Sprintf("ssh config for %s: relocate ignores %s", t.alias, strings.Join(t.ignored, ", ")))
+	}
+}
+
+// connectTarget makes the transport to t (straight, or through its proxy)
+// and runs the SSH handshake over it.
+func connectTarget(ctx context.Context, t *sshTarget, o SSHOptions, sys systemFiles, depth int) (*Client, error) {
+	conn, via, err := transport(ctx, t, o, sys, depth)
 	if err != nil {
 		return nil, err
 	}
-	ring, err := loadSSHKeyring(t)
+	c, err := handshake(ctx, conn, t, o)
 	if err != nil {
+		closeClients(via)
+		return nil, err
+	}
+	c.via = via
+	return c, nil
+}
+
+// handshake authenticates over conn and starts the keepalives.
+func handshake(ctx context.Context, conn net.Conn, t *sshTarget, o SSHOptions) (*Client, error) {
+	keys, err := newHostKeys(t, o.Warn)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	ring, err := loadSSHKeyring(t, o)
+	if err != nil {
+		conn.Close()
 		return nil, err
 	}
 	defer ring.close()
-	conn, err := dialTCP(ctx, t)
+	c, err := sshHandshake(ctx, conn, t, keys, ring)
 	if err != nil {
 		return nil, err
 	}
-	return sshHandshake(ctx, conn, t, keys, ring)
+	go keepAlive(c, t.aliveEvery, t.aliveMissed)
+	return &Client{Client: c, Dest: t.name(), Host: t.host}, nil
 }
 
 // preferredCiphers puts AES-GCM first: with AES-NI it is the fastest cipher
@@ -163,26 +207,36 @@ func unwrapSyscallError(err error) error {
 
 // sshHandshake runs the SSH handshake on conn. x/crypto has no timeout of its
 // own here, so a server that accepts and then says nothing would hold us
-// forever: the deadline and ctx bound it.
+// forever: the timeout and ctx bound it by closing conn (a channel through
+// a jump host has no deadlines).
 func sshHandshake(ctx context.Context, conn net.Conn, t *sshTarget, keys *hostKeys, ring *sshKeyring) (*ssh.Client, error) {
-	if err := conn.SetDeadline(time.Now().Add(t.timeout)); err != nil {
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(t.timeout, func() {
+		timedOut.Store(true)
 		conn.Close()
-		return nil, fmt.Errorf("setting the handshake deadline: %w", err)
+	})
+	// The time someone takes to type a passphrase does not count.
+	ring.pause = func(paused bool) {
+		if paused {
+			timer.Stop()
+		} else {
+			timer.Reset(t.timeout)
+		}
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	c, chans, reqs, err := ssh.NewClientConn(conn, t.address(), clientConfig(t, keys, ring))
-	if !stop() {
+	c, chans, reqs, err := ssh.NewClientConn(conn, knownHostsAddress(t), clientConfig(t, keys, ring))
+	timer.Stop()
+	if !stop() || timedOut.Load() {
 		if err == nil {
 			c.Close()
 		}
-		return nil, fmt.Errorf("SSH handshake: %w", ctx.Err())
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("SSH handshake: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("timed out after %v in the SSH handshake", t.timeout)
 	}
 	if err != nil {
 		return nil, sshHandshakeError(err, t.timeout, keys, ring)
-	}
-	if err := conn.SetDeadline(time.Time{}); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("clearing the handshake deadline: %w", err)
 	}
 	return ssh.NewClient(c, chans, reqs), nil
 }

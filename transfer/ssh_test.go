@@ -123,7 +123,11 @@ type testServer struct {
 
 	user         string
 	allowed      ssh.PublicKey
-	ignoreGlobal bool // never answer global requests, like a peer whose network died
+	ignoreGlobal bool          // never answer global requests, like a peer whose network died
+	userCA       ssh.PublicKey // also accept user certificates it signed (proxy_test.go)
+	extraHost    []ssh.Signer  // host keys besides hostKeys (host certificates)
+	forward      bool          // open direct-tcpip channels (a jump host)
+	forwarded    []string      // where direct-tcpip channels went
 
 	mu      sync.Mutex
 	fromCli []byte // the first bytes the client sent
@@ -147,6 +151,17 @@ func startServer(t *testing.T, s *testServer) *testServer {
 	}
 	for _, k := range s.hostKeys {
 		cfg.AddHostKey(k.signer)
+	}
+	for _, k := range s.extraHost {
+		cfg.AddHostKey(k)
+	}
+	if s.userCA != nil {
+		plain := cfg.PublicKeyCallback
+		checker := &ssh.CertChecker{
+			IsUserAuthority: func(auth ssh.PublicKey) bool { return keysEqual(auth, s.userCA) },
+			UserKeyFallback: plain,
+		}
+		cfg.PublicKeyCallback = checker.Authenticate
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -193,6 +208,10 @@ func (s *testServer) serve(c net.Conn, cfg *ssh.ServerConfig) {
 	defer sc.Close()
 	go s.globalRequests(reqs)
 	for nc := range chans {
+		if nc.ChannelType() == "direct-tcpip" && s.forward {
+			go s.forwardChannel(nc)
+			continue
+		}
 		if nc.ChannelType() != "session" {
 			nc.Reject(ssh.UnknownChannelType, "sessions only")
 			continue
@@ -581,7 +600,7 @@ func TestDialConfigFileFlag(t *testing.T) {
 	bad := filepath.Join(f.home, "bad")
 	writeFile(t, bad, "Match\n")
 	_, err = dialTest(t, f.sys, "alice@127.0.0.1", SSHOptions{ConfigFile: bad})
-	wantErr(t, err, "ssh config "+bad+": ")
+	wantErr(t, err, "ssh config "+bad+":1: Match without a criterion")
 }
 
 func TestDialIdentityFlag(t *testing.T) {

@@ -23,18 +23,21 @@ type sshKeyring struct {
 	notes   []string // keys we could not offer, and why
 	agent   net.Conn // nil when no agent was reached
 	asked   atomic.Bool
+	pause   func(paused bool) // stops the handshake's clock while a passphrase is typed
 }
 
 // sshKeyFile is one private key file, possibly unusable without a passphrase.
 type sshKeyFile struct {
+	path   string
 	label  string
 	signer ssh.Signer    // nil when passphrase-protected
 	public ssh.PublicKey // known for protected keys too when a public half is found
+	data   []byte        // the encrypted file, for a passphrase typed later
 }
 
 // loadSSHKeyring gathers the keys in ssh's order: -i, then the agent, then
 // IdentityFile, then the default files when no IdentityFile is configured.
-func loadSSHKeyring(t *sshTarget) (*sshKeyring, error) {
+func loadSSHKeyring(t *sshTarget, o SSHOptions) (*sshKeyring, error) {
 	k := &sshKeyring{}
 	cmd, err := k.readFiles(t.cmdIdentities, func(p string) string { return "-i " + p }, missingFails)
 	if err != nil {
@@ -52,7 +55,11 @@ func loadSSHKeyring(t *sshTarget) (*sshKeyring, error) {
 	k.addAgent(t, files, seen)
 	k.addFiles(cfg, seen)
 	k.addFiles(defaults, seen)
+	if o.Passphrase != nil && !t.batch {
+		k.addProtected(files, seen, o.Passphrase)
+	}
 	k.notePassphrases(files, seen)
+	k.addCertificates(t, files)
 	return k, nil
 }
 
@@ -109,7 +116,7 @@ func (k *sshKeyring) readFiles(paths []string, label func(string) string, missin
 }
 
 func readKeyFile(path, label string) (sshKeyFile, error) {
-	f := sshKeyFile{label: label}
+	f := sshKeyFile{path: path, label: label}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return f, fmt.Errorf("%s: %w", label, unwrapPathError(err))
@@ -124,6 +131,7 @@ func readKeyFile(path, label string) (sshKeyFile, error) {
 		if f.public == nil {
 			f.public = readPublicHalf(path + ".pub")
 		}
+		f.data = data
 		return f, nil
 	case err != nil:
 		return f, fmt.Errorf("%s: %w", label, err)

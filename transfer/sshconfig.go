@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/kevinburke/ssh_config"
 )
 
 const (
@@ -100,47 +98,14 @@ func parseSSHPort(s string) (int, error) {
 	return p, nil
 }
 
-// sshConfig is the ssh_config files in the order ssh reads them: for a
-// key that takes one value the first file that sets it wins.
-type sshConfig struct {
-	files []*ssh_config.Config
-}
-
-// loadSSHConfig reads -F FILE alone when given, else the user's file then the
-// system one. Only an explicit file must exist.
-func loadSSHConfig(explicit, home string, sys systemFiles) (sshConfig, error) {
-	var c sshConfig
+// sshConfigFiles lists the ssh_config files in the order ssh reads them:
+// -F FILE alone when given (it must exist), else the user's file then the
+// system one.
+func sshConfigFiles(explicit, home string, sys systemFiles) []configFile {
 	if explicit != "" {
-		f, err := readSSHConfig(explicit)
-		if err != nil {
-			return c, err
-		}
-		c.files = append(c.files, f)
-		return c, nil
+		return []configFile{{path: explicit, user: true, mustExist: true}}
 	}
-	for _, path := range []string{filepath.Join(home, ".ssh", "config"), sys.config} {
-		f, err := readSSHConfig(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return c, err
-		}
-		c.files = append(c.files, f)
-	}
-	return c, nil
-}
-
-func readSSHConfig(path string) (*ssh_config.Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("ssh config %s: %w", path, unwrapPathError(err))
-	}
-	c, err := ssh_config.DecodeBytes(data)
-	if err != nil {
-		return nil, fmt.Errorf("ssh config %s: %w", path, err)
-	}
-	return c, nil
+	return []configFile{{path: filepath.Join(home, ".ssh", "config"), user: true}, {path: sys.config}}
 }
 
 // unwrapPathError drops the path from an *fs.PathError whose caller already
@@ -151,33 +116,6 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-func (c sshConfig) get(alias, key string) (string, error) {
-	for _, f := range c.files {
-		v, err := f.Get(alias, key)
-		if err != nil {
-			return "", fmt.Errorf("ssh config %s: %w", key, err)
-		}
-		if v != "" {
-			return v, nil
-		}
-	}
-	return "", nil
-}
-
-// getAll gathers a key that may be given many times (IdentityFile) from
-// every file, as ssh does.
-func (c sshConfig) getAll(alias, key string) ([]string, error) {
-	var all []string
-	for _, f := range c.files {
-		v, err := f.GetAll(alias, key)
-		if err != nil {
-			return nil, fmt.Errorf("ssh config %s: %w", key, err)
-		}
-		all = append(all, v...)
-	}
-	return all, nil
 }
 
 type strictMode int
@@ -309,16 +247,34 @@ type sshTarget struct {
 	hashKnownHosts   bool
 	userKnownHosts   []string
 	globalKnownHosts []string
+	hostKeyAlias     string   // HostKeyAlias: the name known_hosts knows the host by
 	cmdIdentities    []string // -i, tilde-expanded
 	cfgIdentities    []string // IdentityFile, expanded
+	certificates     []string // CertificateFile, expanded
 	identitiesOnly   bool
 	agentSocket      string // "" when no agent is to be used
+	batch            bool   // BatchMode: never ask for a passphrase
+	proxyJump        string // ProxyJump hops, "" for none
+	proxyCommand     string // ProxyCommand with its tokens expanded, "" for none
+	aliveEvery       time.Duration
+	aliveMissed      int
+	ignored          []string // ssh_config keys set for this host that relocate does not implement
 	home             string
+	configFile       string // -F, for the jump hosts
 }
 
-// address is host:port for net.Dial and known_hosts.
+// address is host:port for net.Dial.
 func (t *sshTarget) address() string {
 	return net.JoinHostPort(t.host, strconv.Itoa(t.port))
+}
+
+// knownHostsName is the host known_hosts is asked about: HostKeyAlias when
+// set, as in ssh.
+func (t *sshTarget) knownHostsName() string {
+	if t.hostKeyAlias != "" {
+		return t.hostKeyAlias
+	}
+	return t.host
 }
 
 // name is how messages call the target; the alias is kept when it differs,
@@ -329,6 +285,34 @@ func (t *sshTarget) name() string {
 		n += " (" + t.alias + ")"
 	}
 	return n
+}
+
+// commandLine turns the flags into ssh_config lines that come before the
+// files (the first value wins): the destination's port (more specific than
+// -p), -p, -J, -o in order, then the destination's user (ssh lets
+// -o User=X override user@host).
+func commandLine(d sshDest, o SSHOptions) ([][]string, error) {
+	var lines [][]string
+	if d.port != 0 {
+		lines = append(lines, []string{"Port", strconv.Itoa(d.port)})
+	}
+	if o.Port != 0 {
+		lines = append(lines, []string{"Port", strconv.Itoa(o.Port)})
+	}
+	if o.Jump != "" {
+		lines = append(lines, []string{"ProxyJump", o.Jump})
+	}
+	for _, opt := range o.Options {
+		line, err := parseOptionFlag(opt)
+		if err != nil {
+			return nil, err
+		}
+		lines = append(lines, line)
+	}
+	if d.user != "" {
+		lines = append(lines, []string{"User", d.user})
+	}
+	return lines, nil
 }
 
 // resolveTarget applies ssh's precedence: command line, then ssh_config,
@@ -342,21 +326,27 @@ func resolveTarget(dest string, o SSHOptions, sys systemFiles) (*sshTarget, erro
 	if me.home == "" {
 		return nil, fmt.Errorf("cannot find the home directory: $HOME is not set and uid %d is not in /etc/passwd", me.uid)
 	}
-	cfg, err := loadSSHConfig(o.ConfigFile, me.home, sys)
+	lines, err := commandLine(d, o)
 	if err != nil {
 		return nil, err
 	}
-	r := sshResolver{cfg: cfg, alias: d.host, me: me, sys: sys}
-	t := &sshTarget{alias: d.host, home: me.home}
+	s, err := evalSSHConfig(d.host, lines, sshConfigFiles(o.ConfigFile, me.home, sys), me)
+	if err != nil {
+		return nil, err
+	}
+	r := sshResolver{s: s, alias: d.host, me: me, sys: sys}
+	t := &sshTarget{alias: d.host, home: me.home, ignored: s.ignored, configFile: o.ConfigFile}
 	// In this order: file names may use %h, %r and %p.
 	steps := []func() error{
 		func() error { return r.hostName(t) },
-		func() error { return r.user(t, d.user) },
-		func() error { return r.port(t, d.port, o.Port) },
+		func() error { return r.user(t) },
+		func() error { return r.port(t) },
 		func() error { return r.timeout(t, o.Timeout) },
 		func() error { return r.hostKeyChecking(t) },
 		func() error { return r.identities(t, o.Identity) },
 		func() error { return r.agent(t) },
+		func() error { return r.proxy(t) },
+		func() error { return r.alive(t) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -366,20 +356,21 @@ func resolveTarget(dest string, o SSHOptions, sys systemFiles) (*sshTarget, erro
 	return t, nil
 }
 
-// sshResolver reads the keys of one host's ssh_config section.
+// sshResolver reads the evaluated ssh_config of one host.
 type sshResolver struct {
-	cfg   sshConfig
+	s     *sshSettings
 	alias string
 	me    sshLocalAccount
 	sys   systemFiles
 }
 
 func (r sshResolver) hostName(t *sshTarget) error {
-	v, err := r.cfg.get(r.alias, "HostName")
-	if err != nil || v == "" {
+	v := r.s.first("hostname")
+	if v == "" {
 		t.host = r.alias
-		return err
+		return nil
 	}
+	var err error
 	t.host, err = expandTokens(v, map[byte]string{'h': r.alias})
 	if err != nil {
 		return fmt.Errorf("HostName: %w", err)
@@ -387,16 +378,8 @@ func (r sshResolver) hostName(t *sshTarget) error {
 	return nil
 }
 
-func (r sshResolver) user(t *sshTarget, fromDest string) error {
-	t.user = fromDest
-	if t.user != "" {
-		return nil
-	}
-	v, err := r.cfg.get(r.alias, "User")
-	if err != nil {
-		return err
-	}
-	t.user = v
+func (r sshResolver) user(t *sshTarget) error {
+	t.user = r.s.first("user")
 	if t.user == "" {
 		t.user = r.me.name
 	}
@@ -406,24 +389,15 @@ func (r sshResolver) user(t *sshTarget, fromDest string) error {
 	return nil
 }
 
-func (r sshResolver) port(t *sshTarget, fromDest, fromFlag int) error {
-	switch {
-	case fromDest != 0:
-		t.port = fromDest
-	case fromFlag != 0:
-		t.port = fromFlag
-	default:
-		v, err := r.cfg.get(r.alias, "Port")
-		if err != nil {
-			return err
-		}
-		if v == "" {
-			t.port = defaultSSHPort
-			return nil
-		}
-		if t.port, err = parseSSHPort(v); err != nil {
-			return fmt.Errorf("ssh config Port: %w", err)
-		}
+func (r sshResolver) port(t *sshTarget) error {
+	v := r.s.first("port")
+	if v == "" {
+		t.port = defaultSSHPort
+		return nil
+	}
+	var err error
+	if t.port, err = parseSSHPort(v); err != nil {
+		return fmt.Errorf("ssh config Port: %w", err)
 	}
 	return nil
 }
@@ -434,9 +408,9 @@ func (r sshResolver) timeout(t *sshTarget, fromFlag time.Duration) error {
 		return nil
 	}
 	t.timeout = defaultTimeout
-	v, err := r.cfg.get(r.alias, "ConnectTimeout")
-	if err != nil || v == "" {
-		return err
+	v := r.s.first("connecttimeout")
+	if v == "" || strings.EqualFold(v, "none") {
+		return nil
 	}
 	secs, err := strconv.Atoi(v)
 	if err != nil || secs < 0 {
@@ -476,18 +450,15 @@ func (r sshResolver) expandPath(t *sshTarget, p string) (string, error) {
 // pathList reads a key holding space-separated file names, where "none"
 // means no file at all.
 func (r sshResolver) pathList(t *sshTarget, key string, defaults []string) ([]string, error) {
-	v, err := r.cfg.get(r.alias, key)
-	if err != nil {
-		return nil, err
-	}
-	if v == "" {
+	v, set := r.s.vals[key]
+	if !set {
 		return defaults, nil
 	}
-	if strings.EqualFold(v, "none") {
+	if len(v) == 1 && strings.EqualFold(v[0], "none") {
 		return nil, nil
 	}
 	var paths []string
-	for _, f := range strings.Fields(v) {
+	for _, f := range v {
 		p, err := r.expandPath(t, f)
 		if err != nil {
 			return nil, fmt.Errorf("ssh config %s: %w", key, err)
@@ -498,28 +469,27 @@ func (r sshResolver) pathList(t *sshTarget, key string, defaults []string) ([]st
 }
 
 func (r sshResolver) hostKeyChecking(t *sshTarget) error {
-	v, err := r.cfg.get(r.alias, "StrictHostKeyChecking")
-	if err != nil {
-		return err
-	}
-	if t.strict, err = parseStrict(v); err != nil {
+	var err error
+	if t.strict, err = parseStrict(r.s.first("stricthostkeychecking")); err != nil {
 		return fmt.Errorf("ssh config: %w", err)
 	}
-	if v, err = r.cfg.get(r.alias, "HashKnownHosts"); err != nil {
-		return err
-	}
-	if t.hashKnownHosts, err = parseYesNo("HashKnownHosts", v); err != nil {
+	if t.hashKnownHosts, err = parseYesNo("HashKnownHosts", r.s.first("hashknownhosts")); err != nil {
 		return fmt.Errorf("ssh config: %w", err)
 	}
 	userDefault := []string{
 		filepath.Join(r.me.home, ".ssh", "known_hosts"),
 		filepath.Join(r.me.home, ".ssh", "known_hosts2"),
 	}
-	if t.userKnownHosts, err = r.pathList(t, "UserKnownHostsFile", userDefault); err != nil {
+	if t.userKnownHosts, err = r.pathList(t, "userknownhostsfile", userDefault); err != nil {
 		return err
 	}
-	t.globalKnownHosts, err = r.pathList(t, "GlobalKnownHostsFile", r.sys.knownHosts)
-	return err
+	if t.globalKnownHosts, err = r.pathList(t, "globalknownhostsfile", r.sys.knownHosts); err != nil {
+		return err
+	}
+	if v := r.s.first("hostkeyalias"); v != "" && !strings.EqualFold(v, "none") {
+		t.hostKeyAlias = strings.ToLower(v)
+	}
+	return nil
 }
 
 func (r sshResolver) identities(t *sshTarget, fromFlag []string) error {
@@ -530,25 +500,27 @@ func (r sshResolver) identities(t *sshTarget, fromFlag []string) error {
 		}
 		t.cmdIdentities = append(t.cmdIdentities, e)
 	}
-	files, err := r.cfg.getAll(r.alias, "IdentityFile")
-	if err != nil {
-		return err
-	}
-	for _, f := range files {
-		if strings.EqualFold(f, "none") {
-			continue
+	for _, key := range []string{"identityfile", "certificatefile"} {
+		for _, f := range r.s.vals[key] {
+			if strings.EqualFold(f, "none") {
+				continue
+			}
+			p, err := r.expandPath(t, f)
+			if err != nil {
+				return fmt.Errorf("ssh config %s: %w", key, err)
+			}
+			if key == "identityfile" {
+				t.cfgIdentities = append(t.cfgIdentities, p)
+			} else {
+				t.certificates = append(t.certificates, p)
+			}
 		}
-		p, err := r.expandPath(t, f)
-		if err != nil {
-			return fmt.Errorf("ssh config IdentityFile: %w", err)
-		}
-		t.cfgIdentities = append(t.cfgIdentities, p)
 	}
-	v, err := r.cfg.get(r.alias, "IdentitiesOnly")
-	if err != nil {
-		return err
+	var err error
+	if t.identitiesOnly, err = parseYesNo("IdentitiesOnly", r.s.first("identitiesonly")); err != nil {
+		return fmt.Errorf("ssh config: %w", err)
 	}
-	if t.identitiesOnly, err = parseYesNo("IdentitiesOnly", v); err != nil {
+	if t.batch, err = parseYesNo("BatchMode", r.s.first("batchmode")); err != nil {
 		return fmt.Errorf("ssh config: %w", err)
 	}
 	return nil
@@ -557,10 +529,7 @@ func (r sshResolver) identities(t *sshTarget, fromFlag []string) error {
 // agent finds the ssh-agent socket: IdentityAgent names it (a path, "none",
 // or an environment variable such as SSH_AUTH_SOCK), else $SSH_AUTH_SOCK.
 func (r sshResolver) agent(t *sshTarget) error {
-	v, err := r.cfg.get(r.alias, "IdentityAgent")
-	if err != nil {
-		return err
-	}
+	v := r.s.first("identityagent")
 	switch {
 	case v == "" || v == "SSH_AUTH_SOCK":
 		t.agentSocket = os.Getenv("SSH_AUTH_SOCK")
@@ -569,9 +538,52 @@ func (r sshResolver) agent(t *sshTarget) error {
 	case strings.HasPrefix(v, "$"):
 		t.agentSocket = os.Getenv(strings.Trim(v[1:], "{}"))
 	default:
+		var err error
 		if t.agentSocket, err = r.expandPath(t, v); err != nil {
 			return fmt.Errorf("ssh config IdentityAgent: %w", err)
 		}
+	}
+	return nil
+}
+
+// proxy reads ProxyJump or ProxyCommand (only one is ever set, see apply).
+func (r sshResolver) proxy(t *sshTarget) error {
+	if v := strings.Join(r.s.vals["proxyjump"], " "); v != "" && !strings.EqualFold(v, "none") {
+		t.proxyJump = v
+		if _, err := parseJumps(v); err != nil {
+			return fmt.Errorf("ProxyJump: %w", err)
+		}
+	}
+	if v := r.s.first("proxycommand"); v != "" && !strings.EqualFold(v, "none") {
+		cmd, err := expandTokens(v, r.tokens(t))
+		if err != nil {
+			return fmt.Errorf("ProxyCommand: %w", err)
+		}
+		t.proxyCommand = cmd
+	}
+	return nil
+}
+
+// alive reads ServerAliveInterval and ServerAliveCountMax. Unlike ssh,
+// an interval of 0 (ssh's default: no keepalives) keeps relocate's own:
+// every wait on the peer of a migration must end.
+func (r sshResolver) alive(t *sshTarget) error {
+	t.aliveEvery, t.aliveMissed = keepAliveEvery, keepAliveMissed
+	if v := r.s.first("serveraliveinterval"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return fmt.Errorf("ssh config ServerAliveInterval %q is not a number of seconds", v)
+		}
+		if n > 0 {
+			t.aliveEvery = time.Duration(n) * time.Second
+		}
+	}
+	if v := r.s.first("serveralivecountmax"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("ssh config ServerAliveCountMax %q is not a positive number", v)
+		}
+		t.aliveMissed = n
 	}
 	return nil
 }

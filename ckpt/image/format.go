@@ -175,13 +175,21 @@ func IsZeroPage(p []byte) bool {
 // Errors a Reader returns, usually inside a *FormatError. Test with
 // errors.Is.
 var (
-	ErrNotImage     = errors.New("not a relocate image")
-	ErrTruncated    = errors.New("image is truncated")
-	ErrCorrupt      = errors.New("image is corrupt")
-	ErrTrailingData = errors.New("data after the end of the image")
+	ErrNotImage     error = expectedErr("not a relocate image")
+	ErrTruncated    error = expectedErr("image is truncated")
+	ErrCorrupt      error = expectedErr("image is corrupt")
+	ErrTrailingData error = expectedErr("data after the end of the image")
 	// ErrAborted is what every Writer call returns after Abort.
 	ErrAborted = errors.New("image writing aborted")
 )
+
+// expected is a failure that describes the input, not a bug: its Expected
+// method tells the command line to print it as one line without asking for
+// a bug report (FormatError and VersionError say the same).
+type expectedErr string
+
+func (e expectedErr) Error() string  { return string(e) }
+func (e expectedErr) Expected() bool { return true }
 
 // errEmpty is returned for an input with no bytes at all: most often a
 // producer that failed before writing anything.
@@ -238,6 +246,12 @@ func (e *FormatError) Error() string {
 }
 
 func (e *FormatError) Unwrap() error { return e.Err }
+
+// Expected: a damaged image is bad input.
+func (e *FormatError) Expected() bool { return true }
+
+// Expected: an image of another format version is bad input.
+func (e *VersionError) Expected() bool { return true }
 
 // VersionError is returned for a stream whose major version this package
 // cannot read.
