@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -710,6 +711,9 @@ func (sh *shared) stream(ctx context.Context) error {
 		}
 	}
 	sh.opts.Progress.set("restoring memory", total)
+	// Decompress ahead on the other cores while this thread writes pages.
+	sh.r.Prefetch(runtime.GOMAXPROCS(0))
+	defer sh.r.StopPrefetch()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -108,7 +108,9 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
 		os.Exit(ExitInterrupted)
 	}()
+	stopProfile := startProfile()
 	err := root.ExecuteContext(ctx)
+	stopProfile()
 	if err == nil {
 		return ExitOK
 	}

@@ -22,6 +22,7 @@ import (
 // fails cleans up after itself, and a tree that already ran is killed
 // without a word on its connections.
 func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
+	growPipe(in)
 	fr := newFrameReader(in)
 	mw := &messageWriter{w: out}
 	fail := func(err error) error {
