@@ -67,21 +67,26 @@ type DumpOptions struct {
 	// Unlock removes the network lock once the tree is killed: its
 	// connections now live elsewhere.
 	Unlock bool
+	// PreCopy, if set, copies the root process's memory while it runs,
+	// in rounds, before the freeze; the frozen pass then copies only what
+	// was written since (see preCopy).
+	PreCopy *PreCopyOptions
 }
 
 // DumpResult summarises a checkpoint.
 type DumpResult struct {
-	PID         int           `json:"pid"`
-	Processes   int           `json:"processes"`
-	Threads     int           `json:"threads"`
-	BytesRaw    int64         `json:"bytes_raw"`
-	BytesStored int64         `json:"bytes_stored"`
-	Pages       int64         `json:"pages"`
-	ZeroPages   int64         `json:"zero_pages"`
-	Frozen      time.Duration `json:"-"`
-	FrozenMS    int64         `json:"frozen_ms"`
-	Killed      bool          `json:"killed"`
-	NetLocked   bool          `json:"net_locked,omitempty"` // connections stay locked until restore
+	PID         int            `json:"pid"`
+	Processes   int            `json:"processes"`
+	Threads     int            `json:"threads"`
+	BytesRaw    int64          `json:"bytes_raw"`
+	BytesStored int64          `json:"bytes_stored"`
+	Pages       int64          `json:"pages"`
+	ZeroPages   int64          `json:"zero_pages"`
+	Frozen      time.Duration  `json:"-"`
+	FrozenMS    int64          `json:"frozen_ms"`
+	Killed      bool           `json:"killed"`
+	NetLocked   bool           `json:"net_locked,omitempty"` // connections stay locked until restore
+	PreCopy     *PreCopyResult `json:"precopy,omitempty"`
 }
 
 type dumper struct {
@@ -112,6 +117,20 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 	if err := (&dumper{pid: pid, fs: fs}).precheck(); err != nil {
 		return nil, err
 	}
+	var pc *preCopy
+	if opts.PreCopy != nil {
+		var err error
+		pc, err = startPreCopy(ctx, pid, fs, out, opts)
+		var nt *noTrackingError
+		switch {
+		case errors.As(err, &nt) && !opts.PreCopy.Required:
+			pc = nil // copy everything frozen
+		case err != nil:
+			return nil, err
+		default:
+			defer pc.close()
+		}
+	}
 	ls := findListeners(fs, pid)
 	defer ls.release()
 	waited := time.Duration(0)
@@ -123,8 +142,8 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 		start := time.Now()
 		ls.drain(wait)
 		waited += time.Since(start)
-		res, err := dumpOnce(ctx, pid, fs, out, opts)
-		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil {
+		res, err := dumpOnce(ctx, pid, fs, out, opts, pc)
+		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil && pc == nil {
 			continue // a connection or message came in before the freeze: try again
 		}
 		return res, queueError(err, waited)
@@ -132,8 +151,8 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 }
 
 // dumpOnce freezes the tree and dumps it.
-func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (*DumpResult, error) {
-	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable()}
+func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions, pc *preCopy) (*DumpResult, error) {
+	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable(), pc: pc}
 	root := t.add(pid, fs, opts)
 	if err := root.precheck(); err != nil {
 		return nil, err
@@ -188,6 +207,7 @@ type tree struct {
 	procs []*dumper
 	tasks map[int]*frozenTask
 	files *fileTable
+	pc    *preCopy // the root's pre-copy, if any
 }
 
 func (t *tree) add(pid int, fs proc.FS, opts DumpOptions) *dumper {
@@ -295,6 +315,11 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
+	if t.pc != nil && t.procs[0].zombie == nil {
+		if err := t.pc.final(t.procs[0], &cp.Processes[0]); err != nil {
+			return nil, err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -305,8 +330,11 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		}
 	}
 
-	w, err := image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{})
-	if err != nil {
+	var w *image.Writer
+	var err error
+	if t.pc != nil {
+		w = t.pc.w // the header and the pre-copied pages are in it
+	} else if w, err = image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{}); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -352,6 +380,9 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	st := w.Stats()
 	res := &DumpResult{PID: cp.Root, Processes: len(t.procs), Threads: threads, BytesRaw: st.RawBytes,
 		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages}
+	if t.pc != nil {
+		res.PreCopy = &t.pc.res
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -123,6 +123,11 @@ type VMA struct {
 	// holds its contents: every mapping of one object, in any process of
 	// the tree, maps that one object again.
 	Obj int `json:"obj,omitempty"`
+	// PreCopied: pages of this mapping copied by a pre-copy, before the
+	// metadata in the stream, still hold (the image then has only those
+	// written since). Pages copied before the metadata for any other
+	// mapping are dropped.
+	PreCopied bool `json:"precopied,omitempty"`
 }
 
 // FileID identifies a file on disk so restore can tell it is the same one.

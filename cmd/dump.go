@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -21,6 +22,8 @@ type dumpOptions struct {
 	shellJob       bool
 	unixDisconnect bool
 	json           bool
+	preCopy        bool
+	maxFreeze      time.Duration
 }
 
 func (o *dumpOptions) AddFlags(c *cobra.Command) {
@@ -29,6 +32,8 @@ func (o *dumpOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.shellJob, "shell-job", false, "accept terminal descriptors (a job started from a shell); restore attaches them to its own terminal")
 	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they come back closed (queued bytes, then EOF) and the program may reconnect")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary (on stderr when the image goes to stdout)")
+	c.Flags().BoolVar(&o.preCopy, "pre-copy", false, "copy the memory while the process runs, in rounds, and freeze it only for what it wrote meanwhile")
+	c.Flags().DurationVar(&o.maxFreeze, "max-freeze", 150*time.Millisecond, "with --pre-copy: go on with rounds until the rest can be copied in `DURATION`")
 	_ = c.MarkFlagRequired("output")
 }
 
@@ -81,9 +86,13 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	}
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
-	res, err := ckpt.Dump(c.Context(), pid, out, ckpt.DumpOptions{
+	dopts := ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
-		Producer: "relocate " + version()})
+		Producer: "relocate " + version()}
+	if o.preCopy {
+		dopts.PreCopy = &ckpt.PreCopyOptions{MaxFreeze: o.maxFreeze, Required: true}
+	}
+	res, err := ckpt.Dump(c.Context(), pid, out, dopts)
 	stop()
 	if err != nil {
 		return err
@@ -106,6 +115,10 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		}
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%s): %s of memory, %s stored, frozen %d ms%s; process %s\n",
 			res.PID, plural(res.Threads, "thread"), bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
+		if pc := res.PreCopy; pc != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: pre-copy: %s; %s copied while it ran, %s frozen\n",
+				preCopyRounds(pc), bytesIEC(preCopyBytes(pc)), bytesIEC(pc.FinalBytes))
+		}
 		if res.NetLocked {
 			fmt.Fprintf(c.ErrOrStderr(), "relocate: note: its TCP connections stay locked (nftables table inet relocate_%d) until 'relocate restore' lifts the lock\n", res.PID)
 		}
@@ -170,4 +183,17 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// preCopyRounds says how the rounds of a pre-copy went, for a human.
+func preCopyRounds(pc *ckpt.PreCopyResult) string {
+	return fmt.Sprintf("%s with %s (%s)", plural(len(pc.Rounds), "round"), pc.Tracking, pc.Stop)
+}
+
+func preCopyBytes(pc *ckpt.PreCopyResult) int64 {
+	var n int64
+	for _, r := range pc.Rounds {
+		n += r.Bytes
+	}
+	return n
 }

@@ -47,6 +47,8 @@ type migrateOptions struct {
 	pidns          bool
 	unixDisconnect bool
 	json           bool
+	preCopy        string
+	maxFreeze      time.Duration
 }
 
 func (o *migrateOptions) AddFlags(c *cobra.Command) {
@@ -104,6 +106,14 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	if err != nil {
 		return err
 	}
+	var pre *ckpt.PreCopyOptions
+	switch o.preCopy {
+	case "auto":
+		pre = &ckpt.PreCopyOptions{MaxFreeze: o.maxFreeze}
+	case "off":
+	default:
+		return usageError{fmt.Errorf("--precopy %q: want auto or off", o.preCopy)}
+	}
 	if err := needRoot("migration"); err != nil {
 		return err
 	}
@@ -112,7 +122,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
 		SSH: o.ssh.options(), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
-		Producer: "relocate " + version(), Stderr: c.ErrOrStderr()})
+		Producer: "relocate " + version(), Stderr: c.ErrOrStderr(), PreCopy: pre})
 	stop()
 	if err != nil {
 		return err
@@ -135,6 +145,10 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: migrated pid %d (%s, %s) to %s%s: frozen %s, total %s; %s of memory, %s sent%s\n",
 			res.PID, plural(res.Processes, "process"), plural(res.Threads, "thread"), res.Dest, there,
 			seconds(res.FrozenMS), seconds(res.TotalMS), bytesIEC(res.BytesRaw), bytesIEC(res.BytesSent), rate)
+		if pc := res.PreCopy; pc != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: pre-copy: %s; %s copied while it ran, %s frozen\n",
+				preCopyRounds(pc), bytesIEC(preCopyBytes(pc)), bytesIEC(pc.FinalBytes))
+		}
 	}
 	return nil
 }

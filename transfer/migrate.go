@@ -28,6 +28,9 @@ type MigrateOptions struct {
 	Producer       string         // version string for the image header
 	// Stderr receives what the target and the hooks print for a human.
 	Stderr io.Writer
+	// PreCopy, if set, copies memory while the tree runs before the
+	// freeze (see ckpt.DumpOptions.PreCopy).
+	PreCopy *ckpt.PreCopyOptions
 }
 
 // MigrateResult summarises a migration.
@@ -45,6 +48,8 @@ type MigrateResult struct {
 	Uploaded    bool   `json:"uploaded"`    // relocate was copied to the target
 	TimeNS      bool   `json:"timens"`      // restored in a time namespace continuing the clocks
 	Unconfirmed bool   `json:"unconfirmed"` // the target did not confirm the commit (see the warning)
+	// PreCopy: the rounds copied while the tree ran, if it was pre-copied.
+	PreCopy *ckpt.PreCopyResult `json:"precopy,omitempty"`
 }
 
 // RefusedError: the migration was refused before anything was frozen.
@@ -300,6 +305,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		Progress:       o.Progress,
 		Producer:       o.Producer,
 		Unlock:         true,
+		PreCopy:        o.PreCopy,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
@@ -330,6 +336,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
 	res.RestoreMS, res.TimeNS, res.TargetPID = running.RestoreMS, running.TimeNSUsed, running.PID
+	res.PreCopy = dres.PreCopy
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true

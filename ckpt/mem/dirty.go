@@ -155,3 +155,35 @@ func cmpAddr(a, b uint64) int {
 	}
 	return 0
 }
+
+// Pending counts the pages of ranges written since the last look, without
+// starting a new interval.
+func (t *Tracker) Pending(ranges []Range) (int64, error) {
+	var n int64
+	count := func(r Range) error { n += int64(r.Len() / PageSize); return nil }
+	for _, r := range ranges {
+		var err error
+		if t.uffd < 0 {
+			p := &Pagemap{f: t.pm, buf: make([]byte, 8*32768)}
+			err = p.Runs(r, 1<<20, func(e uint64) bool { return e&PMSoftDirty != 0 }, count)
+		} else {
+			err = t.scan(r, false, count)
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// Reopen opens the process's pagemap again: after an exec the old one
+// still shows the memory the process had before, not what it has now.
+func (t *Tracker) Reopen() error {
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", t.pid))
+	if err != nil {
+		return err
+	}
+	t.pm.Close()
+	t.pm = pm
+	return nil
+}

@@ -60,6 +60,11 @@ func checkTracker(t *testing.T, tr *Tracker, b []byte, r Range) {
 	for _, p := range []int{3, 10, 11, 12, 40} {
 		b[p*PageSize+100] = byte(sum)
 	}
+	for range 2 { // Pending looks without starting a new interval
+		if n, err := tr.Pending([]Range{r}); err != nil || n != 5 {
+			t.Fatalf("pending: %d pages (%v), want 5", n, err)
+		}
+	}
 	if got, want := written(t, tr, r), []uint64{3, 10, 11, 12, 40}; !slices.Equal(got, want) {
 		t.Fatalf("written %v, want %v", got, want)
 	}

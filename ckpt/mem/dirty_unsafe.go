@@ -93,9 +93,17 @@ func uffdUnregister(uffd int, r Range) error {
 // page by page atomically (PM_SCAN_WP_MATCHING); PM_SCAN_CHECK_WPASYNC makes
 // the kernel refuse ranges that are not registered for asynchronous
 // write-protection instead of reporting them clean.
-func (t *Tracker) scanWritten(r Range, fn func(Range) error) error {
+func (t *Tracker) scanWritten(r Range, fn func(Range) error) error { return t.scan(r, true, fn) }
+
+// scan reports the written pages of r; with reset, it write-protects them
+// again.
+func (t *Tracker) scan(r Range, reset bool, fn func(Range) error) error {
+	flags := uint64(pmScanCheckWPAsync)
+	if reset {
+		flags |= pmScanWPMatching
+	}
 	for start := r.Start; start < r.End; {
-		arg := pmScanArg{size: uint64(unsafe.Sizeof(pmScanArg{})), flags: pmScanWPMatching | pmScanCheckWPAsync,
+		arg := pmScanArg{size: uint64(unsafe.Sizeof(pmScanArg{})), flags: flags,
 			start: start, end: r.End, vec: uint64(uintptr(unsafe.Pointer(&t.vec[0]))), vecLen: uint64(len(t.vec)),
 			categoryMask: pageIsWritten, retMask: pageIsWritten}
 		n, err := ioctlPtr(int(t.pm.Fd()), pagemapScan, unsafe.Pointer(&arg))
@@ -118,3 +126,36 @@ func (t *Tracker) scanWritten(r Range, fn func(Range) error) error {
 func closeFD(fd int) error { return unix.Close(fd) }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }
+
+// SoftDirtyWorks reports whether this kernel keeps soft-dirty bits: a page
+// of our own written after clear_refs must show bit 55.
+func SoftDirtyWorks() bool {
+	b, err := unix.Mmap(-1, 0, PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(b)
+	b[0] = 1
+	if os.WriteFile("/proc/self/clear_refs", []byte("4"), 0) != nil {
+		return false
+	}
+	b[0] = 2
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(uintptrOf(b)/PageSize*8)); err != nil {
+		return false
+	}
+	return binaryLE(e[:])&PMSoftDirty != 0
+}
+
+func binaryLE(b []byte) uint64 {
+	var v uint64
+	for i := 7; i >= 0; i-- {
+		v = v<<8 | uint64(b[i])
+	}
+	return v
+}
