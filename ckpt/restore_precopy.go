@@ -1,8 +1,11 @@
 package ckpt
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/relocate/relocate/ckpt/image"
 	"github.com/relocate/relocate/ckpt/mem"
@@ -35,13 +38,22 @@ func (h *heldPages) add(p *image.Pages) error {
 }
 
 // writeHeld writes the pre-copied pages into the mappings the metadata
-// marks PreCopied, in stream order (a later copy of a page wins, and the
-// records after the metadata come later still); pages anywhere else
+// marks PreCopied, in stream order for each page (a later copy wins, and
+// the records after the metadata come later still); pages anywhere else
 // belonged to memory that went away or was replaced, and are dropped.
+// Workers write disjoint 2 MiB blocks in parallel: the first touch of
+// fresh memory is what a restore waits for most.
 func (sh *shared) writeHeld() error {
 	if sh.held == nil {
 		return nil
 	}
+	type piece struct {
+		host int
+		r    mem.Range
+		data []byte
+	}
+	workers := runtime.GOMAXPROCS(0)
+	queues := make([][]piece, workers)
 	for _, h := range sh.held.runs {
 		rs := sh.procs[h.pid]
 		if rs == nil {
@@ -53,12 +65,32 @@ func (sh *shared) writeHeld() error {
 				continue
 			}
 			lo, hi := max(v.Start, h.addr), min(v.End, end)
-			if err := mem.WriteRuns(rs.host, [][]byte{h.data[lo-h.addr : hi-h.addr]}, []mem.Range{{Start: lo, End: hi}}); err != nil {
-				return err
+			// Split at 2 MiB boundaries; a block always goes to the same
+			// worker, so copies of one page keep their order.
+			for a := lo; a < hi; {
+				b := min(hi, (a>>21+1)<<21)
+				q := int((a >> 21) % uint64(workers))
+				queues[q] = append(queues[q], piece{host: rs.host, r: mem.Range{Start: a, End: b}, data: h.data[a-h.addr : b-h.addr]})
+				a = b
 			}
-			sh.opts.Progress.add(int64(hi - lo))
 		}
 	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i, q := range queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, p := range q {
+				if err := mem.WriteRuns(p.host, [][]byte{p.data}, []mem.Range{p.r}); err != nil {
+					errs[i] = err
+					return
+				}
+				sh.opts.Progress.add(int64(p.r.Len()))
+			}
+		}()
+	}
+	wg.Wait()
 	sh.held = nil
-	return nil
+	return errors.Join(errs...)
 }

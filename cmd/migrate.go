@@ -58,6 +58,8 @@ func (o *migrateOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they arrive closed (queued bytes, then EOF)")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore on the target in a new PID namespace, where the processes keep their PIDs even if those are taken there")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary on stdout")
+	c.Flags().StringVar(&o.preCopy, "precopy", "auto", "`auto`: copy the memory while the process runs, then freeze it for what it wrote meanwhile (where the kernel can track writes); off: copy everything frozen")
+	c.Flags().DurationVar(&o.maxFreeze, "max-freeze", 150*time.Millisecond, "pre-copy rounds go on until the rest can be copied in `DURATION`")
 }
 
 // hookMap parses --hook NAME=CMD flags.
