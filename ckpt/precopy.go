@@ -166,7 +166,7 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) error {
 		start := time.Now()
 		opts.Progress.set(fmt.Sprintf("pre-copy round %d", round+1), 0)
 		var runs []memRun
-		err := pc.written(func(r mem.Range, resend bool) error {
+		err := pc.writtenNow(opts, func(r mem.Range, resend bool) error {
 			runs = append(runs, memRun{Range: r, resend: resend})
 			return nil
 		})
@@ -211,10 +211,36 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) error {
 	}
 }
 
+// writtenNow is written, with the process frozen for the instant of the
+// look when the tracker uses soft-dirty bits (reading and clearing them
+// are two steps: a write between them would be lost).
+func (pc *preCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) error {
+	if !pc.tracker.SoftDirty() {
+		return pc.written(fn)
+	}
+	d := &dumper{pid: pc.pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
+	if d.fs.Root == "" {
+		d.fs = proc.Default()
+	}
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	return tr.Do(func() (err error) {
+		defer func() { err = errors.Join(err, d.release()) }()
+		if err := d.freeze(); err != nil {
+			return err
+		}
+		return pc.written(fn)
+	})
+}
+
 // written calls fn for the runs of tracked pages written since the last
 // look. A range the kernel no longer tracks (unmapped or replaced) is
 // dropped.
 func (pc *preCopy) written(fn func(mem.Range, bool) error) error {
+	if pc.tracker.SoftDirty() {
+		// One look for all: each look clears the bits of the whole process.
+		return pc.tracker.Written(pc.ranges, chunkPages, func(w mem.Range) error { return fn(w, true) })
+	}
 	kept := pc.ranges[:0]
 	for _, r := range pc.ranges {
 		var runs []mem.Range
@@ -292,6 +318,48 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 	if err := pc.tracker.Reopen(); err != nil {
 		return err
 	}
+	// The written pages of each mapping still tracked since the rounds.
+	dirty := map[int][]memRun{}
+	var cand []int
+	for vi, v := range p.VMAs {
+		if trackable(v) && pc.covers(v.Start, v.End) {
+			cand = append(cand, vi)
+		}
+	}
+	if pc.tracker.SoftDirty() {
+		// One look for all: each look clears the bits of the whole process.
+		var ranges []mem.Range
+		for _, vi := range cand {
+			ranges = append(ranges, mem.Range{Start: p.VMAs[vi].Start, End: p.VMAs[vi].End})
+			dirty[vi] = nil
+		}
+		k := 0
+		err := pc.tracker.Written(ranges, chunkPages, func(w mem.Range) error {
+			for k < len(cand) && p.VMAs[cand[k]].End <= w.Start {
+				k++
+			}
+			if k == len(cand) {
+				return fmt.Errorf("internal: written pages at %#x outside the mappings looked at", w.Start)
+			}
+			dirty[cand[k]] = append(dirty[cand[k]], memRun{Range: w, resend: true})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		for _, vi := range cand {
+			v := p.VMAs[vi]
+			var runs []memRun
+			err := pc.tracker.Written([]mem.Range{{Start: v.Start, End: v.End}}, chunkPages, func(w mem.Range) error {
+				runs = append(runs, memRun{Range: w, resend: true})
+				return nil
+			})
+			if err == nil { // else not tracked after all: copied whole
+				dirty[vi] = runs
+			}
+		}
+	}
 	var runs []memRun
 	i := 0 // d.runs are in address order, like p.VMAs
 	for vi := range p.VMAs {
@@ -301,24 +369,18 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 			own = append(own, d.runs[i])
 			i++
 		}
-		if !trackable(*v) || !pc.covers(v.Start, v.End) {
+		w, ok := dirty[vi]
+		if !ok {
 			runs = append(runs, own...)
 			continue
 		}
-		var dirty []memRun
 		var pages uint64
-		err := pc.tracker.Written([]mem.Range{{Start: v.Start, End: v.End}}, chunkPages, func(w mem.Range) error {
-			dirty = append(dirty, memRun{Range: w, resend: true})
-			pages += w.Len() / mem.PageSize
-			return nil
-		})
-		if err != nil {
-			runs = append(runs, own...) // not tracked after all: whole
-			continue
+		for _, r := range w {
+			pages += r.Len() / mem.PageSize
 		}
 		v.PreCopied, v.Pages = true, pages
 		pc.res.FinalBytes += int64(pages * mem.PageSize)
-		runs = append(runs, dirty...)
+		runs = append(runs, w...)
 	}
 	d.runs = append(runs, d.runs[i:]...)
 	return nil
@@ -336,6 +398,9 @@ func (pc *preCopy) covers(start, end uint64) bool {
 // close ends the tracking: the process's pages lose their write
 // protection.
 func (pc *preCopy) close() {
+	if pc.w != nil {
+		pc.w.Abort() // nothing after a successful Close; else no trailer
+	}
 	if pc.tracker != nil {
 		_ = pc.tracker.Close()
 		pc.tracker = nil
