@@ -157,9 +157,29 @@ func (d *dumper) openUffd(p *Process) (int, error) {
 
 // rounds copies the tracked memory while the process runs until the plan
 // says to freeze.
-func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) error {
+func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 	plan := newRoundPlan(*opts.PreCopy)
+	var th *throttler
+	defer func() {
+		if th != nil {
+			// A throttle that gave up (the process exited) says nothing
+			// the freeze will not say better.
+			_ = th.end()
+		}
+	}()
+	fs := opts.Proc
+	if fs.Root == "" {
+		fs = proc.Default()
+	}
 	for round := 0; ; round++ {
+		if plan.throttle > 0 {
+			if th == nil {
+				th = startThrottle(pc.pid, fs, opts)
+			}
+			th.set(plan.throttle)
+			pc.res.Throttle = max(pc.res.Throttle, plan.throttle)
+		}
+		throttle := plan.throttle
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -202,7 +222,7 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) error {
 		if err != nil {
 			return err
 		}
-		r := PreCopyRound{Bytes: total, MS: time.Since(start).Milliseconds(), DirtyBytes: pending * mem.PageSize}
+		r := PreCopyRound{Bytes: total, MS: time.Since(start).Milliseconds(), DirtyBytes: pending * mem.PageSize, Throttle: throttle}
 		pc.res.Rounds = append(pc.res.Rounds, r)
 		if stop, why := plan.done(r); stop {
 			pc.res.Stop = why

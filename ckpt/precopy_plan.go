@@ -14,6 +14,10 @@ type PreCopyOptions struct {
 	// process (no userfaultfd write-protection, no soft-dirty bits);
 	// otherwise Dump copies everything frozen, as without PreCopy.
 	Required bool
+	// MaxThrottle is the largest share of the time the process may be
+	// stopped for while it writes faster than the copy goes (0: 0.75; a
+	// negative value: never throttle).
+	MaxThrottle float64
 }
 
 // PreCopyRound is one round of a pre-copy, for the user.
@@ -21,6 +25,9 @@ type PreCopyRound struct {
 	Bytes      int64 `json:"bytes"`       // memory copied in the round
 	MS         int64 `json:"ms"`          // how long it took
 	DirtyBytes int64 `json:"dirty_bytes"` // written meanwhile: the next round's work
+	// Throttle is the share of the time the process was stopped for
+	// during the round.
+	Throttle float64 `json:"throttle,omitempty"`
 }
 
 // PreCopyResult says how a pre-copy went.
@@ -28,6 +35,10 @@ type PreCopyResult struct {
 	Tracking string         `json:"tracking"` // "userfaultfd" or "soft-dirty"
 	Rounds   []PreCopyRound `json:"rounds"`
 	Stop     string         `json:"stop"` // why the rounds ended
+	// Throttle is the largest share of the time the process was stopped
+	// for during the rounds (0: never) because it wrote faster than the
+	// copy went.
+	Throttle float64 `json:"throttle"`
 	// FinalBytes is what the frozen pass copied of the pre-copied memory
 	// (the pages written since the last round).
 	FinalBytes int64 `json:"final_bytes"`
@@ -36,12 +47,21 @@ type PreCopyResult struct {
 // roundPlan decides after each round whether to freeze now: when what was
 // written meanwhile fits in the freeze budget at the rate the last round
 // copied, when it stops shrinking (the process writes as fast as the
-// copy goes), or after the last round allowed. Pure: it sees only figures.
+// copy goes) even throttled, or after the last round allowed. A process
+// that writes as fast as the copy goes is throttled, a step more each such
+// round (like QEMU's auto-converge), up to the limit. Pure: it sees only
+// figures.
 type roundPlan struct {
-	budget    time.Duration
-	maxRounds int
-	rounds    []PreCopyRound
+	budget      time.Duration
+	maxRounds   int
+	maxThrottle float64
+	throttle    float64 // for the next round
+	rounds      []PreCopyRound
 }
+
+// throttleStep is how much more of the time a process that keeps writing
+// as fast as the copy goes is stopped for, each round.
+const throttleStep = 0.25
 
 func newRoundPlan(o PreCopyOptions) *roundPlan {
 	p := &roundPlan{budget: o.MaxFreeze, maxRounds: o.MaxRounds}
@@ -51,13 +71,20 @@ func newRoundPlan(o PreCopyOptions) *roundPlan {
 	if p.maxRounds <= 0 {
 		p.maxRounds = 8
 	}
+	switch p.maxThrottle = o.MaxThrottle; {
+	case p.maxThrottle == 0:
+		p.maxThrottle = 0.75
+	case p.maxThrottle < 0:
+		p.maxThrottle = 0
+	}
+	p.maxThrottle = min(p.maxThrottle, 0.9)
 	return p
 }
 
 // Stop reasons.
 const (
 	stopConverged  = "converged"     // the rest fits the freeze budget
-	stopNoProgress = "not shrinking" // written as fast as copied
+	stopNoProgress = "not shrinking" // written as fast as copied, even throttled to the limit
 	stopRounds     = "round limit"
 )
 
@@ -82,7 +109,10 @@ func (p *roundPlan) done(r PreCopyRound) (bool, string) {
 		return true, stopRounds
 	}
 	if n := len(p.rounds); n >= 2 && r.DirtyBytes*10 >= p.rounds[n-2].DirtyBytes*9 {
-		return true, stopNoProgress
+		if p.throttle >= p.maxThrottle {
+			return true, stopNoProgress
+		}
+		p.throttle = min(p.throttle+throttleStep, p.maxThrottle)
 	}
 	return false, ""
 }

@@ -187,7 +187,11 @@ func plural(n int, word string) string {
 
 // preCopyRounds says how the rounds of a pre-copy went, for a human.
 func preCopyRounds(pc *ckpt.PreCopyResult) string {
-	return fmt.Sprintf("%s with %s (%s)", plural(len(pc.Rounds), "round"), pc.Tracking, pc.Stop)
+	s := fmt.Sprintf("%s with %s (%s)", plural(len(pc.Rounds), "round"), pc.Tracking, pc.Stop)
+	if pc.Throttle > 0 {
+		s += fmt.Sprintf(", throttled: stopped %.0f%% of the time at most", pc.Throttle*100)
+	}
+	return s
 }
 
 func preCopyBytes(pc *ckpt.PreCopyResult) int64 {
