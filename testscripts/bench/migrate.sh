@@ -10,7 +10,7 @@
 # Every figure is the median of RUNS (3) runs; the modes alternate within a
 # run. Modes: dump (relocate dump --leave-running to a file on the host's
 # tmpfs), stop (relocate PID dst --precopy=off), precopy (relocate PID dst),
-# fast (pre-copy of a process dirtying 64 MiB as fast as it can: throttled).
+# fast (pre-copy of a process rewriting 128 MiB as fast as it can: throttled).
 # The workload is testscripts/workloads/heap.c: MIB of malloc'd text-like
 # memory, 16 MiB of it rewritten by a thread at about 256 MB/s; every
 # migrated copy must pass its own check (cold checksum, hot pages against
@@ -62,7 +62,7 @@ done
 
 hexec() { bash "$sim" exec "$hosts" "$@"; }
 
-# start MIB RATE: starts the workload in src; sets $pid (in src) and $state.
+# start MIB HOT RATE: starts the workload in src; sets $pid (in src) and $state.
 start() {
 	state=$work/state.$RANDOM
 	mkdir -p "$state"
@@ -70,7 +70,7 @@ start() {
 	hexec src sh -c "echo $((2000 + RANDOM % 20000)) > /proc/sys/kernel/ns_last_pid"
 	# Without the descriptors this script holds (pipes of $(...)): a
 	# process with a pipe to outside its tree cannot be dumped.
-	pid=$(bash "$sim" start "$hosts" src "$state/log" bash -c 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec "$@"' heap "$work/heap" "$state" "$1" 16 "$2")
+	pid=$(bash "$sim" start "$hosts" src "$state/log" bash -c 'for f in /proc/$$/fd/*; do f=${f##*/}; [ "$f" -gt 2 ] && eval "exec $f>&-"; done 2>/dev/null; exec "$@"' heap "$work/heap" "$state" "$1" "$2" "$3")
 	for _ in $(seq 600); do
 		[ -f "$state/ready" ] && return 0
 		sleep 0.1
@@ -103,9 +103,9 @@ ms() { date +%s%3N; }
 
 # one MODE MIB: one measured run; appends "mode mib frozen total bytes raw" to results.
 one() {
-	local mode=$1 mib=$2 rate=64 out t0 t1 args
-	[ "$mode" = fast ] && rate=0
-	start "$mib" "$rate"
+	local mode=$1 mib=$2 hot=16 rate=64 out t0 t1 args
+	[ "$mode" = fast ] && hot=128 rate=0
+	start "$mib" "$hot" "$rate"
 	verdict
 	t0=$(ms)
 	case $mode in
@@ -123,7 +123,7 @@ one() {
 	esac
 	out=$(hexec src "$reloc" "$pid" -F "$SSH_CONFIG" dst --json --quiet "${args[@]}")
 	t1=$(ms)
-	echo "$mode $mib $(field frozen_ms <<<"$out") $((t1 - t0)) $(field bytes_sent <<<"$out") $(field bytes_raw <<<"$out") $(sed -n 's/.*"throttle":\([0-9.]*\).*/\1/p' <<<"$out")" >>"$results"
+	echo "$mode $mib $(field frozen_ms <<<"$out") $((t1 - t0)) $(field bytes_sent <<<"$out") $(field bytes_raw <<<"$out") $(sed -n 's/.*"throttle":\([0-9.]*\)[,}].*/\1/p' <<<"$out")" >>"$results"
 	verdict
 	hexec dst kill -9 "$pid"
 }
