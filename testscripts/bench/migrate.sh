@@ -16,6 +16,11 @@
 # migrated copy must pass its own check (cold checksum, hot pages against
 # their stamps, the writer still running) or the benchmark fails.
 #
+# MB/s is raw memory per second frozen: the throughput of dump and stop
+# (for precopy and fast it only says how little of the memory waited for
+# the freeze). The machine's load is printed first: on a shared machine the
+# modes of one run are comparable with each other, not with another run.
+#
 # RELOCATE_PPROF=DIR makes relocate write CPU profiles there (see
 # cmd/profile.go); the benchmark passes it through to both hosts.
 set -eEuo pipefail
@@ -128,6 +133,7 @@ one() {
 	hexec dst kill -9 "$pid"
 }
 
+echo "bench: load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for r in $(seq "$runs"); do
 	for mib in $sizes; do
 		for mode in $modes; do
