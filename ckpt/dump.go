@@ -62,21 +62,26 @@ type DumpOptions struct {
 	// Unlock removes the network lock once the tree is killed: its
 	// connections now live elsewhere.
 	Unlock bool
+	// PreCopy, if set, copies the root process's memory while it runs,
+	// in rounds, before the freeze; the frozen pass then copies only what
+	// was written since (see preCopy).
+	PreCopy *PreCopyOptions
 }
 
 // DumpResult summarises a checkpoint.
 type DumpResult struct {
-	PID         int           `json:"pid"`
-	Processes   int           `json:"processes"`
-	Threads     int           `json:"threads"`
-	BytesRaw    int64         `json:"bytes_raw"`
-	BytesStored int64         `json:"bytes_stored"`
-	Pages       int64         `json:"pages"`
-	ZeroPages   int64         `json:"zero_pages"`
-	Frozen      time.Duration `json:"-"`
-	FrozenMS    int64         `json:"frozen_ms"`
-	Killed      bool          `json:"killed"`
-	NetLocked   bool          `json:"net_locked,omitempty"` // connections stay locked until restore
+	PID         int            `json:"pid"`
+	Processes   int            `json:"processes"`
+	Threads     int            `json:"threads"`
+	BytesRaw    int64          `json:"bytes_raw"`
+	BytesStored int64          `json:"bytes_stored"`
+	Pages       int64          `json:"pages"`
+	ZeroPages   int64          `json:"zero_pages"`
+	Frozen      time.Duration  `json:"-"`
+	FrozenMS    int64          `json:"frozen_ms"`
+	Killed      bool           `json:"killed"`
+	NetLocked   bool           `json:"net_locked,omitempty"` // connections stay locked until restore
+	PreCopy     *PreCopyResult `json:"precopy,omitempty"`
 	// Externals are the descriptors that led outside the tree, recorded
 	// as external (Target empty).
 	Externals []ExternalNote `json:"externals,omitempty"`
@@ -128,6 +133,20 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 	if err := (&dumper{pid: pid, fs: fs}).precheck(); err != nil {
 		return nil, err
 	}
+	var pc *preCopy
+	if opts.PreCopy != nil {
+		var err error
+		pc, err = startPreCopy(ctx, pid, fs, out, opts)
+		var nt *noTrackingError
+		switch {
+		case errors.As(err, &nt) && !opts.PreCopy.Required:
+			pc = nil // copy everything frozen
+		case err != nil:
+			return nil, err
+		default:
+			defer pc.close()
+		}
+	}
 	ls := findListeners(fs, pid)
 	waited := time.Duration(0)
 	for attempt := 1; ; attempt++ {
@@ -138,8 +157,8 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 		start := time.Now()
 		ls.drain(wait)
 		waited += time.Since(start)
-		f, err := dumpOnce(ctx, pid, fs, out, opts)
-		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil {
+		f, err := dumpOnce(ctx, pid, fs, out, opts, pc)
+		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil && pc == nil {
 			continue // a connection or message came in before the freeze: try again
 		}
 		if err != nil {
@@ -151,8 +170,8 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 }
 
 // dumpOnce freezes the tree and writes its image; the tree stays frozen.
-func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (*Frozen, error) {
-	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable()}
+func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions, pc *preCopy) (*Frozen, error) {
+	t := &tree{tasks: map[int]*frozenTask{}, files: newFileTable(), pc: pc}
 	root := t.add(pid, fs, opts)
 	if err := root.precheck(); err != nil {
 		return nil, err
@@ -202,6 +221,7 @@ type tree struct {
 	procs []*dumper
 	tasks map[int]*frozenTask
 	files *fileTable
+	pc    *preCopy // the root's pre-copy, if any
 }
 
 func (t *tree) add(pid int, fs proc.FS, opts DumpOptions) *dumper {
@@ -309,6 +329,11 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
+	if t.pc != nil && t.procs[0].zombie == nil {
+		if err := t.pc.final(t.procs[0], &cp.Processes[0]); err != nil {
+			return nil, err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -319,8 +344,11 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		}
 	}
 
-	w, err := image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{})
-	if err != nil {
+	var w *image.Writer
+	var err error
+	if t.pc != nil {
+		w = t.pc.w // the header and the pre-copied pages are in it
+	} else if w, err = image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{}); err != nil {
 		return nil, err
 	}
 	ok := false
@@ -366,6 +394,9 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	st := w.Stats()
 	res := &DumpResult{PID: cp.Root, Processes: len(t.procs), Threads: threads, BytesRaw: st.RawBytes,
 		BytesStored: st.StoredBytes, Pages: st.Pages, ZeroPages: st.ZeroPages, Externals: cp.externals()}
+	if t.pc != nil {
+		res.PreCopy = &t.pc.res
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

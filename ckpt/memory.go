@@ -19,6 +19,7 @@ import (
 type memRun struct {
 	mem.Range
 	forced bool // not readable: go through /proc/PID/mem
+	resend bool // may replace an earlier copy (pre-copy): zero pages are stored too
 }
 
 // chunkPages is the largest run handed to the image writer at once.
@@ -155,6 +156,13 @@ func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
 	const batch = 16
 	locals := make([][]byte, 0, batch)
 	remotes := make([]mem.Range, 0, batch)
+	resend := make([]bool, 0, batch)
+	write := func(r memRun, buf []byte) error {
+		if r.resend {
+			return w.ResendPages(d.pid, r.Start, buf)
+		}
+		return w.WritePages(d.pid, r.Start, buf)
+	}
 	flush := func() error {
 		if len(remotes) == 0 {
 			return nil
@@ -163,12 +171,12 @@ func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
 			return err
 		}
 		for i, r := range remotes {
-			if err := w.WritePages(d.pid, r.Start, locals[i]); err != nil {
+			if err := write(memRun{Range: r, resend: resend[i]}, locals[i]); err != nil {
 				return err
 			}
 			d.opts.Progress.add(int64(r.Len()))
 		}
-		locals, remotes = locals[:0], remotes[:0]
+		locals, remotes, resend = locals[:0], remotes[:0], resend[:0]
 		return ctx.Err()
 	}
 	for _, r := range d.runs {
@@ -177,7 +185,7 @@ func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
 			if err := mem.ReadForced(d.pid, r.Start, buf); err != nil {
 				return err
 			}
-			if err := w.WritePages(d.pid, r.Start, buf); err != nil {
+			if err := write(r, buf); err != nil {
 				return err
 			}
 			d.opts.Progress.add(int64(r.Len()))
@@ -185,6 +193,7 @@ func (d *dumper) writeMemory(ctx context.Context, w *image.Writer) error {
 		}
 		locals = append(locals, buf)
 		remotes = append(remotes, r.Range)
+		resend = append(resend, r.resend)
 		if len(remotes) == batch {
 			if err := flush(); err != nil {
 				return err

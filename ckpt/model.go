@@ -135,6 +135,11 @@ type VMA struct {
 	// SysV, for an attach of a System V shared memory segment (VMASysV),
 	// is 1 + the index of its FileSysVShm in Checkpoint.Files.
 	SysV int `json:"sysv,omitempty"`
+	// PreCopied: pages of this mapping copied by a pre-copy, before the
+	// metadata in the stream, still hold (the image then has only those
+	// written since). Pages copied before the metadata for any other
+	// mapping are dropped.
+	PreCopied bool `json:"precopied,omitempty"`
 }
 
 // FileID identifies a file on disk so restore can tell it is the same one.

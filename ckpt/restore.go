@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,20 +60,42 @@ type RestoreResult struct {
 	Warnings  []string       `json:"warnings,omitempty"` // what could not be applied (cgroup limits)
 }
 
-// ReadCheckpoint reads the header and metadata record of an image.
+// ReadCheckpoint reads the header and metadata record of an image. Pages
+// of a pre-copy before the metadata are skipped.
 func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
+	cp, _, err := readCheckpoint(r, false)
+	return cp, err
+}
+
+// readCheckpoint reads the metadata record, and with hold keeps (copies
+// of) the page records a pre-copy put before it.
+func readCheckpoint(r *image.Reader, hold bool) (*Checkpoint, *heldPages, error) {
+	held := &heldPages{}
 	rec, err := r.Next()
+	for err == nil && rec.Kind == image.KindPages {
+		if hold {
+			if err := held.add(rec.Pages); err != nil {
+				return nil, nil, err
+			}
+		}
+		rec, err = r.Next()
+	}
 	if err == io.EOF {
-		return nil, fmt.Errorf("image has no metadata: %w", image.ErrCorrupt)
+		return nil, nil, fmt.Errorf("image has no metadata: %w", image.ErrCorrupt)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if rec.Kind != image.KindMeta {
-		return nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
+		return nil, nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
 	}
+	cp, err := parseCheckpoint(rec.Meta)
+	return cp, held, err
+}
+
+func parseCheckpoint(meta []byte) (*Checkpoint, error) {
 	var cp Checkpoint
-	if err := decodeMeta(rec.Meta, &cp); err != nil {
+	if err := decodeMeta(meta, &cp); err != nil {
 		return nil, fmt.Errorf("image metadata: %v: %w", err, image.ErrCorrupt)
 	}
 	for i := range cp.Processes {
@@ -238,11 +261,11 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 	if err := checkHeader(r.Header()); err != nil {
 		return nil, nil, err
 	}
-	cp, err := ReadCheckpoint(r)
+	cp, held, err := readCheckpoint(r, true)
 	if err != nil {
 		return nil, nil, err
 	}
-	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}}
+	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, held: held}
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]
@@ -394,6 +417,8 @@ type shared struct {
 	holder fsCreds
 	// warnings: what could not be applied (cgroup limits), for the user
 	warnings []string
+	// pages of a pre-copy, read before the metadata
+	held *heldPages
 }
 
 // restorer rebuilds one process.
@@ -697,7 +722,7 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 		flags := uint64(unix.MAP_FIXED)
 		fd := ^uint64(0)
 		var off uint64
-		fill := v.Pages > 0
+		fill := v.Pages > 0 || v.PreCopied
 		if fill {
 			prot |= unix.PROT_READ | unix.PROT_WRITE
 		}
@@ -806,6 +831,12 @@ func (sh *shared) stream(ctx context.Context) error {
 		}
 	}
 	sh.opts.Progress.set("restoring memory", total)
+	if err := sh.writeHeld(); err != nil {
+		return err
+	}
+	// Decompress ahead on the other cores while this thread writes pages.
+	sh.r.Prefetch(runtime.GOMAXPROCS(0))
+	defer sh.r.StopPrefetch()
 	for {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +18,8 @@ type dumpOptions struct {
 	shellJob       bool
 	unixDisconnect bool
 	json           bool
+	preCopy        bool
+	maxFreeze      time.Duration
 }
 
 func (o *dumpOptions) AddFlags(c *cobra.Command) {
@@ -25,6 +28,8 @@ func (o *dumpOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.shellJob, "shell-job", false, "accept terminal descriptors (a job started from a shell); restore attaches them to its own terminal")
 	c.Flags().BoolVar(&o.unixDisconnect, "unix-disconnect", false, "accept unix connections to sockets outside the tree (journald, D-Bus): they come back closed (queued bytes, then EOF) and the program may reconnect")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary (on stderr when the image goes to stdout)")
+	c.Flags().BoolVar(&o.preCopy, "pre-copy", false, "copy the memory while the process runs, in rounds, and freeze it only for what it wrote meanwhile")
+	c.Flags().DurationVar(&o.maxFreeze, "max-freeze", 150*time.Millisecond, "with --pre-copy: go on with rounds until the rest can be copied in `DURATION`")
 	_ = c.MarkFlagRequired("output")
 }
 
@@ -76,9 +81,13 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	done := transfer.Phase(c.Context(), "dump")
-	frozen, err := ckpt.DumpTx(c.Context(), pid, out.w, ckpt.DumpOptions{
+	dopts := ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
-		Producer: "relocate " + version()})
+		Producer: "relocate " + version()}
+	if o.preCopy {
+		dopts.PreCopy = &ckpt.PreCopyOptions{MaxFreeze: o.maxFreeze, Required: true}
+	}
+	frozen, err := ckpt.DumpTx(c.Context(), pid, out.w, dopts)
 	stop()
 	done(&err)
 	if err != nil {
@@ -116,6 +125,10 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 		}
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: dumped pid %d (%s): %s of memory, %s stored, frozen %d ms%s; process %s\n",
 			res.PID, plural(res.Threads, "thread"), bytesIEC(res.BytesRaw), bytesIEC(res.BytesStored), res.FrozenMS, rate, fate)
+		if pc := res.PreCopy; pc != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: pre-copy: %s; %s copied while it ran, %s frozen\n",
+				preCopyRounds(pc), bytesIEC(preCopyBytes(pc)), bytesIEC(pc.FinalBytes))
+		}
 		if res.NetLocked {
 			fmt.Fprintf(c.ErrOrStderr(), "relocate: note: its TCP connections stay locked (nftables table inet relocate_%d) until 'relocate restore' lifts the lock\n", res.PID)
 		}
@@ -145,4 +158,21 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// preCopyRounds says how the rounds of a pre-copy went, for a human.
+func preCopyRounds(pc *ckpt.PreCopyResult) string {
+	s := fmt.Sprintf("%s with %s (%s)", plural(len(pc.Rounds), "round"), pc.Tracking, pc.Stop)
+	if pc.Throttle > 0 {
+		s += fmt.Sprintf(", throttled: stopped %.0f%% of the time at most", pc.Throttle*100)
+	}
+	return s
+}
+
+func preCopyBytes(pc *ckpt.PreCopyResult) int64 {
+	var n int64
+	for _, r := range pc.Rounds {
+		n += r.Bytes
+	}
+	return n
 }

@@ -57,6 +57,8 @@ type migrateOptions struct {
 	unixDisconnect bool
 	json           bool
 	commitWait     time.Duration
+	preCopy        string
+	maxFreeze      time.Duration
 }
 
 func (o *migrateOptions) AddFlags(c *cobra.Command) {
@@ -67,6 +69,8 @@ func (o *migrateOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore on the target in a new PID namespace, where the processes keep their PIDs even if those are taken there")
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary on stdout")
 	c.Flags().DurationVar(&o.commitWait, "commit-timeout", 0, "how long the target's frozen copy waits for the commit (default 30s); the source tries twice as long to learn the outcome before it gives up in doubt")
+	c.Flags().StringVar(&o.preCopy, "precopy", "auto", "`auto`: copy the memory while the process runs, then freeze it for what it wrote meanwhile (where the kernel can track writes); off: copy everything frozen")
+	c.Flags().DurationVar(&o.maxFreeze, "max-freeze", 150*time.Millisecond, "pre-copy rounds go on until the rest can be copied in `DURATION`")
 }
 
 // hookMap parses --hook NAME=CMD flags.
@@ -120,6 +124,14 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	if err := transfer.CheckOptions(o.ssh.options(nil)); err != nil {
 		return usageError{err}
 	}
+	var pre *ckpt.PreCopyOptions
+	switch o.preCopy {
+	case "auto":
+		pre = &ckpt.PreCopyOptions{MaxFreeze: o.maxFreeze}
+	case "off":
+	default:
+		return usageError{fmt.Errorf("--precopy %q: want auto or off", o.preCopy)}
+	}
 	if err := needRoot("migration"); err != nil {
 		return err
 	}
@@ -128,7 +140,7 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 	stop := showProgress(p, g.quiet)
 	res, err := transfer.Migrate(c.Context(), pid, args[1], transfer.MigrateOptions{
 		SSH: o.ssh.options(c.ErrOrStderr()), Hooks: hooks, NoTimeNS: o.noTimeNS, PIDNS: o.pidns, UnixDisconnect: o.unixDisconnect, Progress: p,
-		Producer: "relocate " + version(), Stderr: c.ErrOrStderr(), CommitWait: o.commitWait})
+		Producer: "relocate " + version(), Stderr: c.ErrOrStderr(), CommitWait: o.commitWait, PreCopy: pre})
 	stop()
 	if err != nil {
 		return err
@@ -151,6 +163,10 @@ func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) 
 		fmt.Fprintf(c.ErrOrStderr(), "relocate: migrated pid %d (%s, %s) to %s%s: frozen %s, total %s; %s of memory, %s sent%s\n",
 			res.PID, plural(res.Processes, "process"), plural(res.Threads, "thread"), res.Dest, there,
 			seconds(res.FrozenMS), seconds(res.TotalMS), bytesIEC(res.BytesRaw), bytesIEC(res.BytesSent), rate)
+		if pc := res.PreCopy; pc != nil {
+			fmt.Fprintf(c.ErrOrStderr(), "relocate: pre-copy: %s; %s copied while it ran, %s frozen\n",
+				preCopyRounds(pc), bytesIEC(preCopyBytes(pc)), bytesIEC(pc.FinalBytes))
+		}
 	}
 	return nil
 }

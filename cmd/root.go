@@ -130,7 +130,9 @@ func Main() int {
 		fmt.Fprintln(os.Stderr, "relocate: error: interrupted; cleanup did not finish in time, exiting")
 		os.Exit(ExitInterrupted)
 	}()
+	stopProfile := startProfile()
 	ran, err := root.ExecuteC()
+	stopProfile()
 	defer func() {
 		if g.closeLog != nil {
 			_ = g.closeLog()

@@ -33,6 +33,9 @@ type MigrateOptions struct {
 	CommitWait time.Duration
 	// ReadyWait bounds the target's restore after the image is sent. 0: 10 min.
 	ReadyWait time.Duration
+	// PreCopy, if set, copies memory while the tree runs before the
+	// freeze (see ckpt.DumpOptions.PreCopy).
+	PreCopy *ckpt.PreCopyOptions
 }
 
 func (o *MigrateOptions) commitWait() time.Duration {
@@ -64,6 +67,8 @@ type MigrateResult struct {
 	Uploaded    bool   `json:"uploaded"`    // relocate was copied to the target
 	TimeNS      bool   `json:"timens"`      // restored in a time namespace continuing the clocks
 	Unconfirmed bool   `json:"unconfirmed"` // the target did not say it finished (its post-restore hook)
+	// PreCopy: the rounds copied while the tree ran, if it was pre-copied.
+	PreCopy *ckpt.PreCopyResult `json:"precopy,omitempty"`
 }
 
 // RefusedError: the migration was refused before anything was frozen.
@@ -386,6 +391,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		Progress:       o.Progress,
 		Producer:       o.Producer,
 		Unlock:         true,
+		PreCopy:        o.PreCopy,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
 			endFreeze(nil)
@@ -505,6 +511,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	res.Processes, res.Threads = dres.Processes, dres.Threads
 	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
 	res.RestoreMS, res.TimeNS, res.TargetPID = ready.RestoreMS, ready.TimeNSUsed, ready.PID
+	res.PreCopy = dres.PreCopy
 	_ = s.stdin.Close()
 	if m, err := s.await(ctx, 30*time.Second); err != nil || m.Type != msgDone {
 		res.Unconfirmed = true

@@ -24,6 +24,7 @@ import (
 // fails cleans up after itself, and a tree that already ran is killed
 // without a word on its connections.
 func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
+	growPipe(in)
 	var idle *idleReader
 	if f, ok := in.(*os.File); ok {
 		idle = &idleReader{f: f}

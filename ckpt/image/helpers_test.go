@@ -121,10 +121,17 @@ type rawJSON []byte
 func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
 
 // readAll reads a whole stream into events.
-func readAll(b []byte) ([]event, *Reader, error) {
+func readAll(b []byte) ([]event, *Reader, error) { return readAllWith(b, 0) }
+
+// readAllWith is readAll with Prefetch(workers) when workers > 0.
+func readAllWith(b []byte, workers int) ([]event, *Reader, error) {
 	r, err := NewReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, nil, err
+	}
+	if workers > 0 {
+		r.Prefetch(workers)
+		defer r.StopPrefetch()
 	}
 	var ev []event
 	for {

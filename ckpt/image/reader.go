@@ -54,6 +54,8 @@ type Reader struct {
 
 	buf []byte // payload of the current record
 	dec []byte // its decompressed data
+
+	pf *prefetch // set by Prefetch
 }
 
 // NewReader reads and checks the preamble and header record of r.
@@ -115,7 +117,11 @@ func (r *Reader) Next() (Record, error) {
 	if r.err != nil {
 		return Record{}, r.err
 	}
-	rec, err := r.next()
+	next := r.next
+	if r.pf != nil {
+		next = r.pf.next
+	}
+	rec, err := next()
 	if err != nil {
 		r.err = err
 	}
@@ -123,10 +129,54 @@ func (r *Reader) Next() (Record, error) {
 }
 
 func (r *Reader) next() (Record, error) {
+	rec, enc, err := r.nextRaw()
+	if err != nil || enc == nil {
+		return rec, err
+	}
+	data, err := enc.decode(&r.dec)
+	if err != nil {
+		return Record{}, err
+	}
+	rec.setData(data)
+	return rec, nil
+}
+
+// encoded is the data of a pages or blob record as stored: checked but for
+// the decompression.
+type encoded struct {
+	kind   Kind
+	start  int64 // the record's offset, for errors
+	flags  uint32
+	body   []byte
+	rawLen int
+}
+
+// decode returns the raw data, decompressed into *dec (grown as needed)
+// when it is compressed.
+func (e *encoded) decode(dec *[]byte) ([]byte, error) {
+	data, err := decodeData(e.flags, e.body, e.rawLen, dec)
+	if err != nil {
+		return nil, &FormatError{Offset: e.start, Kind: e.kind, Err: corrupt("%v", err)}
+	}
+	return data, nil
+}
+
+func (rec *Record) setData(data []byte) {
+	if rec.Pages != nil {
+		rec.Pages.Data = data
+	} else if rec.Blob != nil {
+		rec.Blob.Data = data
+	}
+}
+
+// nextRaw reads and checks the next record; for pages and blobs it returns
+// the record without its data and the stored data to decode, which lies
+// in r.buf.
+func (r *Reader) nextRaw() (Record, *encoded, error) {
 	crcBefore := r.crc
 	k, p, start, err := r.readRecord(false)
 	if err != nil {
-		return Record{}, err
+		return Record{}, nil, err
 	}
 	bad := func(format string, a ...any) error {
 		return &FormatError{Offset: start, Kind: k, Err: corrupt(format, a...)}
@@ -135,66 +185,60 @@ func (r *Reader) next() (Record, error) {
 	switch k {
 	case KindMeta:
 		r.records++
-		return Record{Kind: k, Meta: p}, nil
+		return Record{Kind: k, Meta: p}, nil, nil
 
 	case KindPages:
 		pid, flags, addr := le.Uint32(p), le.Uint32(p[4:]), le.Uint64(p[8:])
 		npages, rawLen := le.Uint32(p[16:]), le.Uint32(p[20:])
 		switch {
 		case npages == 0 || npages > MaxRecordPages:
-			return Record{}, bad("%d pages in one record (1 to %d allowed)", npages, MaxRecordPages)
+			return Record{}, nil, bad("%d pages in one record (1 to %d allowed)", npages, MaxRecordPages)
 		case uint64(rawLen) != uint64(npages)*PageSize:
-			return Record{}, bad("%d pages but %d raw bytes", npages, rawLen)
+			return Record{}, nil, bad("%d pages but %d raw bytes", npages, rawLen)
 		case addr%PageSize != 0:
-			return Record{}, bad("address %#x is not page aligned", addr)
+			return Record{}, nil, bad("address %#x is not page aligned", addr)
 		case addr+uint64(rawLen) < addr:
-			return Record{}, bad("pages at %#x wrap around the address space", addr)
-		}
-		data, err := r.decode(flags, p[pagesHdrSize:], int(rawLen))
-		if err != nil {
-			return Record{}, bad("%v", err)
+			return Record{}, nil, bad("pages at %#x wrap around the address space", addr)
 		}
 		r.records++
 		r.pages += uint64(npages)
-		return Record{Kind: k, Pages: &Pages{PID: int(pid), Addr: addr, Data: data}}, nil
+		return Record{Kind: k, Pages: &Pages{PID: int(pid), Addr: addr}},
+			&encoded{kind: k, start: start, flags: flags, body: p[pagesHdrSize:], rawLen: int(rawLen)}, nil
 
 	case KindBlob:
 		id, flags, off, rawLen := le.Uint32(p), le.Uint32(p[4:]), le.Uint64(p[8:]), le.Uint32(p[16:])
 		switch {
 		case rawLen > maxBlobData:
-			return Record{}, bad("blob of %d bytes (at most %d allowed)", rawLen, maxBlobData)
+			return Record{}, nil, bad("blob of %d bytes (at most %d allowed)", rawLen, maxBlobData)
 		case off+uint64(rawLen) < off:
-			return Record{}, bad("blob at offset %#x wraps around", off)
-		}
-		data, err := r.decode(flags, p[blobHdrSize:], int(rawLen))
-		if err != nil {
-			return Record{}, bad("%v", err)
+			return Record{}, nil, bad("blob at offset %#x wraps around", off)
 		}
 		r.records++
-		return Record{Kind: k, Blob: &Blob{ID: id, Offset: off, Data: data}}, nil
+		return Record{Kind: k, Blob: &Blob{ID: id, Offset: off}},
+			&encoded{kind: k, start: start, flags: flags, body: p[blobHdrSize:], rawLen: int(rawLen)}, nil
 
 	case KindTrailer:
 		t := parseTrailer(p)
 		switch {
 		case t.Records != r.records:
-			return Record{}, bad("trailer counts %d records, the stream has %d", t.Records, r.records)
+			return Record{}, nil, bad("trailer counts %d records, the stream has %d", t.Records, r.records)
 		case t.Pages != r.pages:
-			return Record{}, bad("trailer counts %d pages, the stream has %d", t.Pages, r.pages)
+			return Record{}, nil, bad("trailer counts %d pages, the stream has %d", t.Pages, r.pages)
 		case t.ZeroPages > math.MaxUint64/PageSize-t.Pages || t.RawBytes != (t.Pages+t.ZeroPages)*PageSize:
-			return Record{}, bad("trailer counts %d raw bytes for %d pages and %d zero pages", t.RawBytes, t.Pages, t.ZeroPages)
+			return Record{}, nil, bad("trailer counts %d raw bytes for %d pages and %d zero pages", t.RawBytes, t.Pages, t.ZeroPages)
 		case t.StreamCRC != crcBefore:
-			return Record{}, bad("stream checksum mismatch")
+			return Record{}, nil, bad("stream checksum mismatch")
 		}
 		switch _, err := r.br.ReadByte(); {
 		case err == nil:
-			return Record{}, &FormatError{Offset: r.off, Err: ErrTrailingData}
+			return Record{}, nil, &FormatError{Offset: r.off, Err: ErrTrailingData}
 		case err != io.EOF:
-			return Record{}, fmt.Errorf("read image at byte %d: %w", r.off, err)
+			return Record{}, nil, fmt.Errorf("read image at byte %d: %w", r.off, err)
 		}
 		r.trailer = t
-		return Record{}, io.EOF
+		return Record{}, nil, io.EOF
 	}
-	return Record{}, bad("unexpected record")
+	return Record{}, nil, bad("unexpected record")
 }
 
 // readRecord reads one record, checking its frame, its length against the
@@ -291,9 +335,9 @@ func readN(r io.Reader, b []byte, n int) ([]byte, error) {
 	return b, nil
 }
 
-// decode returns the raw data of a pages or blob record: body itself, or
-// body decompressed into a reused buffer.
-func (r *Reader) decode(flags uint32, body []byte, rawLen int) ([]byte, error) {
+// decodeData returns the raw data of a pages or blob record: body itself,
+// or body decompressed into *dec (grown as needed).
+func decodeData(flags uint32, body []byte, rawLen int, dec *[]byte) ([]byte, error) {
 	switch flags {
 	case 0:
 		if len(body) != rawLen {
@@ -304,17 +348,17 @@ func (r *Reader) decode(flags uint32, body []byte, rawLen int) ([]byte, error) {
 		if len(body) >= rawLen {
 			return nil, fmt.Errorf("%d compressed bytes for %d raw bytes", len(body), rawLen)
 		}
-		if cap(r.dec) < rawLen {
-			r.dec = make([]byte, rawLen)
+		if cap(*dec) < rawLen {
+			*dec = make([]byte, rawLen)
 		}
-		n, err := lz4.UncompressBlock(body, r.dec[:rawLen])
+		n, err := lz4.UncompressBlock(body, (*dec)[:rawLen])
 		if err != nil {
 			return nil, fmt.Errorf("decompression failed: %v", err)
 		}
 		if n != rawLen {
 			return nil, fmt.Errorf("decompressed to %d bytes, not %d", n, rawLen)
 		}
-		return r.dec[:rawLen], nil
+		return (*dec)[:rawLen], nil
 	}
 	return nil, fmt.Errorf("unknown data flags %#x", flags)
 }

@@ -68,7 +68,8 @@ type job struct {
 	in   []byte // a chunk buffer, or a framed meta record
 	out  []byte
 
-	ready chan struct{} // the worker is done with it
+	ready    chan struct{} // the worker is done with it
+	keepZero bool          // store zero pages too (a page resent as zero)
 
 	records, pages, zero int64
 }
@@ -145,6 +146,17 @@ func (w *Writer) recycle(b []byte) {
 // buf is a PageBuffer sliced to a multiple of PageSize; it belongs to the
 // Writer from this call on, whatever the call returns.
 func (w *Writer) WritePages(pid int, addr uint64, buf []byte) error {
+	return w.writePages(pid, addr, buf, false)
+}
+
+// ResendPages is WritePages for pages that may have been sent before in
+// the stream: zero pages are stored too, since a reader keeps the last copy
+// of a page and an omitted zero page would leave the earlier one.
+func (w *Writer) ResendPages(pid int, addr uint64, buf []byte) error {
+	return w.writePages(pid, addr, buf, true)
+}
+
+func (w *Writer) writePages(pid int, addr uint64, buf []byte, keepZero bool) error {
 	switch {
 	case len(buf) == 0 || len(buf)%PageSize != 0 || len(buf) > ChunkSize:
 		w.recycle(buf)
@@ -161,7 +173,7 @@ func (w *Writer) WritePages(pid int, addr uint64, buf []byte) error {
 		w.recycle(buf)
 		return err
 	}
-	j.kind, j.id, j.addr, j.in = KindPages, uint32(pid), addr, buf
+	j.kind, j.id, j.addr, j.in, j.keepZero = KindPages, uint32(pid), addr, buf, keepZero
 	w.order <- j
 	w.work <- j
 	return nil
@@ -331,7 +343,7 @@ func (w *Writer) emitter() {
 		if cap(j.out) > maxSlotOut {
 			j.out = nil
 		}
-		j.records, j.pages, j.zero = 0, 0, 0
+		j.records, j.pages, j.zero, j.keepZero = 0, 0, 0, false
 		w.free <- j
 	}
 }
@@ -405,13 +417,13 @@ func (w *Writer) encode(c *lz4.Compressor, j *job) {
 	n := len(j.in) / PageSize
 	page := func(i int) []byte { return j.in[i*PageSize : (i+1)*PageSize] }
 	for i := 0; i < n; {
-		if IsZeroPage(page(i)) {
+		if !j.keepZero && IsZeroPage(page(i)) {
 			j.zero++
 			i++
 			continue
 		}
 		k := i + 1
-		for k < n && k-i < MaxRecordPages && !IsZeroPage(page(k)) {
+		for k < n && k-i < MaxRecordPages && (j.keepZero || !IsZeroPage(page(k))) {
 			k++
 		}
 		out = appendData(c, out, KindPages, j.id, j.addr+uint64(i*PageSize), j.in[i*PageSize:k*PageSize], uint32(k-i))

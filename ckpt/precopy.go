@@ -1,0 +1,441 @@
+package ckpt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/ckpt/mem"
+	"github.com/relocate/relocate/ckpt/proc"
+	"github.com/relocate/relocate/ckpt/ptrace"
+)
+
+// preCopy is the state of a pre-copy between its rounds and the frozen
+// pass: the image writer (the header and the pre-copied pages are already
+// in it), the tracker of the root process's writes, the ranges it still
+// tracks.
+//
+// The rounds copy the root process's private anonymous memory while it
+// runs, each round only the pages written since the previous one. The
+// frozen pass is authoritative for everything: a mapping whose pages were
+// tracked all along is marked PreCopied and gets only the pages written
+// since the last round (zero pages included); any other mapping is copied
+// whole, and the restore drops the earlier copies of its pages.
+type preCopy struct {
+	pid       int
+	startTime uint64 // the process's identity: a reused PID fails
+	w         *image.Writer
+	tracker   *mem.Tracker
+	ranges    []mem.Range // tracked, in address order
+	res       PreCopyResult
+}
+
+// trackable: the mappings a pre-copy copies and tracks.
+func trackable(v VMA) bool {
+	return v.Kind == VMAAnon && !v.Shared && v.Prot&unix.PROT_READ != 0 && v.Prot&unix.PROT_WRITE != 0
+}
+
+// startPreCopy freezes the root process for an instant to open a
+// userfaultfd inside it (one injected syscall; the process keeps no
+// descriptor of it), starts tracking its writes, writes the image header,
+// then copies its memory in rounds while it runs. The process is running
+// when it returns, with or without an error; on error nothing of the
+// tracking is left in it.
+func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (_ *preCopy, err error) {
+	st, err := processStart(fs, pid)
+	if err != nil {
+		return nil, err
+	}
+	pc := &preCopy{pid: pid, startTime: st}
+	defer func() {
+		if err != nil {
+			pc.close()
+		}
+	}()
+	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: map[int]*frozenTask{}, files: newFileTable()}
+	var p Process
+	uffd := -1
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	err = tr.Do(func() (err error) {
+		defer func() { err = errors.Join(err, d.release()) }()
+		if err := d.freeze(); err != nil {
+			return err
+		}
+		th, err := d.collectThread(pid)
+		if err != nil {
+			return err
+		}
+		p.Threads = []Thread{*th}
+		if err := d.collectMemory(&p); err != nil {
+			return err
+		}
+		d.runs = nil
+		uffd, err = d.openUffd(&p)
+		return err
+	})
+	if err != nil && uffd < 0 && !errors.Is(err, ErrNoProcess) && mem.SoftDirtyWorks() {
+		err = nil // no userfaultfd write-protection here: soft-dirty bits
+	}
+	if err != nil {
+		if uffd >= 0 {
+			unix.Close(uffd)
+		}
+		return nil, &noTrackingError{err}
+	}
+	if uffd >= 0 {
+		pc.tracker, err = mem.NewUffdTracker(pid, uffd)
+		pc.res.Tracking = "userfaultfd"
+	} else {
+		pc.tracker, err = mem.NewSoftDirtyTracker(pid)
+		pc.res.Tracking = "soft-dirty"
+	}
+	if err != nil {
+		return nil, &noTrackingError{err}
+	}
+	for _, v := range p.VMAs {
+		if trackable(v) {
+			pc.ranges = append(pc.ranges, mem.Range{Start: v.Start, End: v.End})
+		}
+	}
+	if err := pc.tracker.Track(pc.ranges); err != nil {
+		return nil, &noTrackingError{err}
+	}
+	if pc.w, err = image.NewWriter(out, d.header(&p), image.WriterOptions{}); err != nil {
+		return nil, err
+	}
+	defer context.AfterFunc(ctx, pc.w.Abort)()
+	return pc, pc.rounds(ctx, opts)
+}
+
+// noTrackingError: the writes of the process cannot be tracked; nothing
+// was written yet.
+type noTrackingError struct{ err error }
+
+func (e *noTrackingError) Error() string {
+	return "pre-copy: cannot track the writes of the process: " + e.err.Error()
+}
+func (e *noTrackingError) Unwrap() error { return e.err }
+
+// openUffd opens a userfaultfd inside the frozen process and returns our
+// copy of it; the process's own descriptor is closed again.
+// Precondition: called on the tracer thread.
+func (d *dumper) openUffd(p *Process) (int, error) {
+	ip, err := d.findSyscallInsn(p)
+	if err != nil {
+		return -1, err
+	}
+	in, err := d.newInjector(d.pid, ip)
+	if err != nil {
+		return -1, err
+	}
+	const uffdUserModeOnly = 1 // UFFD_USER_MODE_ONLY
+	fd, err := in.call(unix.SYS_USERFAULTFD, unix.O_CLOEXEC|unix.O_NONBLOCK|uffdUserModeOnly)
+	if err != nil {
+		return -1, errors.Join(fmt.Errorf("userfaultfd in pid %d: %w", d.pid, err), in.finish())
+	}
+	pidfd, err := unix.PidfdOpen(d.pid, 0)
+	local := -1
+	if err == nil {
+		local, err = unix.PidfdGetfd(pidfd, int(fd), 0)
+		unix.Close(pidfd)
+	}
+	_, cerr := in.call(unix.SYS_CLOSE, fd)
+	if err = errors.Join(err, cerr, in.finish()); err != nil {
+		if local >= 0 {
+			unix.Close(local)
+		}
+		return -1, fmt.Errorf("userfaultfd of pid %d: %w", d.pid, err)
+	}
+	return local, nil
+}
+
+// rounds copies the tracked memory while the process runs until the plan
+// says to freeze.
+func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
+	plan := newRoundPlan(*opts.PreCopy)
+	var th *throttler
+	defer func() {
+		if th != nil {
+			// A throttle that gave up (the process exited) says nothing
+			// the freeze will not say better.
+			_ = th.end()
+		}
+	}()
+	fs := opts.Proc
+	if fs.Root == "" {
+		fs = proc.Default()
+	}
+	for round := 0; ; round++ {
+		if plan.throttle > 0 {
+			if th == nil {
+				th = startThrottle(pc.pid, fs, opts)
+			}
+			th.set(plan.throttle)
+			pc.res.Throttle = max(pc.res.Throttle, plan.throttle)
+		}
+		throttle := plan.throttle
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		start := time.Now()
+		opts.Progress.set(fmt.Sprintf("pre-copy round %d", round+1), 0)
+		var runs []memRun
+		err := pc.writtenNow(opts, func(r mem.Range, resend bool) error {
+			runs = append(runs, memRun{Range: r, resend: resend})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if round == 0 {
+			// Everything counts as written once: copy what is there.
+			runs = nil
+			if err := pc.presentRuns(func(r mem.Range) { runs = append(runs, memRun{Range: r}) }); err != nil {
+				return err
+			}
+		}
+		d := &dumper{pid: pc.pid, opts: opts, runs: runs}
+		var total int64
+		for _, r := range runs {
+			total += int64(r.Len())
+		}
+		opts.Progress.set(fmt.Sprintf("pre-copy round %d", round+1), total)
+		if err := d.writeMemory(ctx, pc.w); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var me *mem.Error
+			if !errors.As(err, &me) {
+				return err
+			}
+			// A mapping went away under the copy: its pages are not
+			// pre-copied (the frozen pass copies whatever is there).
+			pc.drop(me.Addr)
+		}
+		pending, err := pc.pending()
+		if err != nil {
+			return err
+		}
+		r := PreCopyRound{Bytes: total, MS: time.Since(start).Milliseconds(), DirtyBytes: pending * mem.PageSize, Throttle: throttle}
+		pc.res.Rounds = append(pc.res.Rounds, r)
+		if stop, why := plan.done(r); stop {
+			pc.res.Stop = why
+			return nil
+		}
+	}
+}
+
+// writtenNow is written, with the process frozen for the instant of the
+// look when the tracker uses soft-dirty bits (reading and clearing them
+// are two steps: a write between them would be lost).
+func (pc *preCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) error {
+	if !pc.tracker.SoftDirty() {
+		return pc.written(fn)
+	}
+	d := &dumper{pid: pc.pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
+	if d.fs.Root == "" {
+		d.fs = proc.Default()
+	}
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	return tr.Do(func() (err error) {
+		defer func() { err = errors.Join(err, d.release()) }()
+		if err := d.freeze(); err != nil {
+			return err
+		}
+		return pc.written(fn)
+	})
+}
+
+// written calls fn for the runs of tracked pages written since the last
+// look. A range the kernel no longer tracks (unmapped or replaced) is
+// dropped.
+func (pc *preCopy) written(fn func(mem.Range, bool) error) error {
+	if pc.tracker.SoftDirty() {
+		// One look for all: each look clears the bits of the whole process.
+		return pc.tracker.Written(pc.ranges, chunkPages, func(w mem.Range) error { return fn(w, true) })
+	}
+	kept := pc.ranges[:0]
+	for _, r := range pc.ranges {
+		var runs []mem.Range
+		err := pc.tracker.Written([]mem.Range{r}, chunkPages, func(w mem.Range) error {
+			runs = append(runs, w)
+			return nil
+		})
+		if err != nil {
+			continue // not tracked any more
+		}
+		kept = append(kept, r)
+		for _, w := range runs {
+			if err := fn(w, true); err != nil {
+				return err
+			}
+		}
+	}
+	pc.ranges = kept
+	return nil
+}
+
+func (pc *preCopy) pending() (int64, error) {
+	var n int64
+	for _, r := range pc.ranges {
+		k, err := pc.tracker.Pending([]mem.Range{r})
+		if err != nil {
+			continue
+		}
+		n += k
+	}
+	return n, nil
+}
+
+// presentRuns lists the pages of the tracked ranges that hold memory.
+func (pc *preCopy) presentRuns(fn func(mem.Range)) error {
+	pm, err := mem.OpenPagemap(pc.pid)
+	if err != nil {
+		return err
+	}
+	defer pm.Close()
+	keep := keepPage(VMAAnon)
+	for _, r := range pc.ranges {
+		err := pm.Runs(r, chunkPages, keep, func(run mem.Range) error { fn(run); return nil })
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drop stops treating the tracked range holding addr as pre-copied.
+func (pc *preCopy) drop(addr uint64) {
+	kept := pc.ranges[:0]
+	for _, r := range pc.ranges {
+		if addr >= r.Start && addr < r.End {
+			_ = pc.tracker.Untrack([]mem.Range{r})
+			continue
+		}
+		kept = append(kept, r)
+	}
+	pc.ranges = kept
+}
+
+// final runs in the frozen pass for the root process d: each mapping that
+// lies in a range tracked since the rounds, and is tracked still, gets
+// only the pages written since the last round and is marked PreCopied;
+// the others keep the runs collectMemory found. The tracker looks at the
+// process's memory as it is now (after an exec, nothing is tracked).
+// Precondition: the process is frozen.
+func (pc *preCopy) final(d *dumper, p *Process) error {
+	st, err := processStart(d.fs, d.pid)
+	if err != nil || st != pc.startTime {
+		return &ProcessError{PID: d.pid, Err: errors.New("exited during the pre-copy (the PID now names another process)")}
+	}
+	if err := pc.tracker.Reopen(); err != nil {
+		return err
+	}
+	// The written pages of each mapping still tracked since the rounds.
+	dirty := map[int][]memRun{}
+	var cand []int
+	for vi, v := range p.VMAs {
+		if trackable(v) && pc.covers(v.Start, v.End) {
+			cand = append(cand, vi)
+		}
+	}
+	if pc.tracker.SoftDirty() {
+		// One look for all: each look clears the bits of the whole process.
+		var ranges []mem.Range
+		for _, vi := range cand {
+			ranges = append(ranges, mem.Range{Start: p.VMAs[vi].Start, End: p.VMAs[vi].End})
+			dirty[vi] = nil
+		}
+		k := 0
+		err := pc.tracker.Written(ranges, chunkPages, func(w mem.Range) error {
+			for k < len(cand) && p.VMAs[cand[k]].End <= w.Start {
+				k++
+			}
+			if k == len(cand) {
+				return fmt.Errorf("internal: written pages at %#x outside the mappings looked at", w.Start)
+			}
+			dirty[cand[k]] = append(dirty[cand[k]], memRun{Range: w, resend: true})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	} else {
+		for _, vi := range cand {
+			v := p.VMAs[vi]
+			var runs []memRun
+			err := pc.tracker.Written([]mem.Range{{Start: v.Start, End: v.End}}, chunkPages, func(w mem.Range) error {
+				runs = append(runs, memRun{Range: w, resend: true})
+				return nil
+			})
+			if err == nil { // else not tracked after all: copied whole
+				dirty[vi] = runs
+			}
+		}
+	}
+	var runs []memRun
+	i := 0 // d.runs are in address order, like p.VMAs
+	for vi := range p.VMAs {
+		v := &p.VMAs[vi]
+		var own []memRun
+		for i < len(d.runs) && d.runs[i].Start < v.End {
+			own = append(own, d.runs[i])
+			i++
+		}
+		w, ok := dirty[vi]
+		if !ok {
+			runs = append(runs, own...)
+			continue
+		}
+		var pages uint64
+		for _, r := range w {
+			pages += r.Len() / mem.PageSize
+		}
+		v.PreCopied, v.Pages = true, pages
+		pc.res.FinalBytes += int64(pages * mem.PageSize)
+		runs = append(runs, w...)
+	}
+	d.runs = append(runs, d.runs[i:]...)
+	return nil
+}
+
+func (pc *preCopy) covers(start, end uint64) bool {
+	for _, r := range pc.ranges {
+		if r.Start <= start && end <= r.End {
+			return true
+		}
+	}
+	return false
+}
+
+// close ends the tracking: the process's pages lose their write
+// protection.
+func (pc *preCopy) close() {
+	if pc.w != nil {
+		pc.w.Abort() // nothing after a successful Close; else no trailer
+	}
+	if pc.tracker != nil {
+		_ = pc.tracker.Close()
+		pc.tracker = nil
+	}
+}
+
+// processStart is the start time of pid (field 22 of /proc/PID/stat).
+func processStart(fs proc.FS, pid int) (uint64, error) {
+	b, err := fs.Read(pid, "stat")
+	if err != nil {
+		return 0, &ProcessError{PID: pid, Err: ErrNoProcess}
+	}
+	st, err := proc.ParseStat(b)
+	if err != nil {
+		return 0, err
+	}
+	return st.StartTime, nil
+}

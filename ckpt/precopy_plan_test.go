@@ -1,0 +1,61 @@
+package ckpt
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestRoundPlan(t *testing.T) {
+	const mib = 1 << 20
+	r := func(bytes, ms, dirty int64) PreCopyRound {
+		return PreCopyRound{Bytes: bytes * mib, MS: ms, DirtyBytes: dirty * mib}
+	}
+	for _, tc := range []struct {
+		name   string
+		opts   PreCopyOptions
+		rounds []PreCopyRound
+		want   []string // "" = go on
+	}{
+		{"nothing written", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 0)}, []string{stopConverged}},
+		// 512 MB/s: 16 MiB takes 31 ms, within 150 ms.
+		{"small hot set", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 16)}, []string{stopConverged}},
+		// 512 MB/s: 200 MiB is 390 ms; then 40 MiB is 78 ms.
+		{"shrinks", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 200), r(200, 400, 40)}, []string{"", stopConverged}},
+		{"tight budget", PreCopyOptions{MaxFreeze: 10 * time.Millisecond}, []PreCopyRound{r(1024, 2000, 16), r(16, 40, 2)},
+			[]string{"", stopConverged}},
+		// Written as fast as copied: 300 MiB, then 290; no throttle allowed.
+		{"not shrinking", PreCopyOptions{MaxThrottle: -1}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 290)}, []string{"", stopNoProgress}},
+		{"round limit", PreCopyOptions{MaxRounds: 3}, []PreCopyRound{r(1024, 2000, 800), r(800, 1600, 600), r(600, 1200, 400)},
+			[]string{"", "", stopRounds}},
+		// A round too short to measure uses the best rate seen.
+		{"unmeasured round", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 200), r(0, 0, 30)}, []string{"", stopConverged}},
+		// Throttled a step more each round it does not shrink, up to the
+		// limit; then it freezes anyway.
+		{"throttled", PreCopyOptions{MaxThrottle: 0.5}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 290),
+			r(290, 580, 280), r(280, 560, 275)}, []string{"", "", "", stopNoProgress}},
+		// Throttling helps: it converges.
+		{"throttle helps", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 295), r(295, 590, 50)},
+			[]string{"", "", stopConverged}},
+	} {
+		p := newRoundPlan(tc.opts)
+		for i, round := range tc.rounds {
+			stop, why := p.done(round)
+			if stop != (tc.want[i] != "") || why != tc.want[i] {
+				t.Errorf("%s: round %d: stop=%v %q, want %q", tc.name, i, stop, why, tc.want[i])
+			}
+		}
+	}
+	// The throttle steps: 0, then +0.25 per round without progress, capped.
+	p := newRoundPlan(PreCopyOptions{MaxThrottle: 0.6})
+	var got []float64
+	for _, d := range []int64{300, 295, 290, 289, 288} {
+		if stop, _ := p.done(r(300, 600, d)); stop {
+			break
+		}
+		got = append(got, p.throttle)
+	}
+	if want := []float64{0, 0.25, 0.5, 0.6}; !slices.Equal(got, want) {
+		t.Errorf("throttle steps %v, want %v", got, want)
+	}
+}
