@@ -1,4 +1,4 @@
-package scripts
+package release
 
 import (
 	"archive/tar"
@@ -15,7 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// TestReleaseArchive builds a release archive with scripts/release.sh (what
+// TestReleaseArchive builds a release archive with testscripts/release/release.sh (what
 // .goreleaser.yaml does) and checks what a user unpacks: a static binary
 // stamped with the version, which -V and version print alike; man pages
 // with EXIT STATUS, EXAMPLES and FILES; completions for three shells; the
@@ -100,7 +100,7 @@ func TestReleaseArchive(t *testing.T) {
 			Files []any
 		}
 	}
-	y, err := os.ReadFile("../.goreleaser.yaml")
+	y, err := os.ReadFile("../../.goreleaser.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestReleaseArchive(t *testing.T) {
 	if b := cfg.Builds; len(b) == 1 && (strings.Join(b[0].Goarch, ",") != "amd64,arm64" || !strings.Contains(strings.Join(b[0].Env, " "), "CGO_ENABLED=0")) {
 		t.Errorf(".goreleaser.yaml builds %v with %v; want amd64,arm64 with CGO_ENABLED=0", b[0].Goarch, b[0].Env)
 	}
-	if !strings.Contains(strings.Join(cfg.Before.Hooks, "\n"), "scripts/release.sh extras") {
+	if !strings.Contains(strings.Join(cfg.Before.Hooks, "\n"), "testscripts/release/release.sh extras") {
 		t.Error(".goreleaser.yaml does not make the extras with release.sh")
 	}
 	if len(cfg.Archives) != 1 || len(cfg.Archives[0].Files) != 3 {
@@ -128,7 +128,7 @@ func TestReleaseArchive(t *testing.T) {
 	}
 	if g, err := exec.LookPath("goreleaser"); err == nil {
 		c := exec.Command(g, "check")
-		c.Dir = ".."
+		c.Dir = "../.."
 		if b, err := c.CombinedOutput(); err != nil {
 			t.Errorf("goreleaser check: %v\n%s", err, b)
 		}

@@ -12,7 +12,7 @@
 #
 # The version and commit are stamped with the same -ldflags as goreleaser's.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 
 ldflags() { # VERSION
