@@ -60,6 +60,10 @@ type Process struct {
 	// Flags are prctl attributes (parent-death signal, child subreaper,
 	// dumpable); nil in images from before they were kept.
 	Flags *TaskFlags `json:"prctl,omitempty"`
+	// CTTY is 1 + the pty index of the controlling terminal (0: none,
+	// or not a pty); TPGID its foreground process group.
+	CTTY  int `json:"ctty,omitempty"`
+	TPGID int `json:"tpgid,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).
@@ -271,6 +275,9 @@ type File struct {
 	External *External `json:"external,omitempty"`
 	// SysV: a System V shared memory segment (FileSysVShm).
 	SysV *SysVShm `json:"sysv,omitempty"`
+	// PTY: a pseudo-terminal end (FilePTMX holds its state; FilePTS
+	// only its index).
+	PTY *PTY `json:"pty,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.
