@@ -293,8 +293,16 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	for _, d := range t.procs {
 		inTree[d.pid] = true
 	}
-	if err := sysvIPCUser(inTree); err != nil {
+	queues, err := sysvIPCUser(inTree)
+	if err != nil {
 		return nil, err
+	}
+	for _, id := range queues {
+		f, err := collectMsgQueue(id)
+		if err != nil {
+			return nil, err
+		}
+		t.files.files = append(t.files.files, *f)
 	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
@@ -390,7 +398,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		res.NetLocked = false
 	}
 	// Its System V segments moved with it.
-	errs = append(errs, t.files.removeSysV())
+	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues())
 	return res, errors.Join(errs...)
 }
 

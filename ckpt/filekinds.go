@@ -59,6 +59,7 @@ var fileKinds = map[string]fileKind{
 	FileSysVShm:  sysvShmKind{},
 	FilePTMX:     ptmxKind{},
 	FilePTS:      ptsKind{},
+	FileSysVMsg:  sysvMsgKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the

@@ -275,6 +275,8 @@ type File struct {
 	External *External `json:"external,omitempty"`
 	// SysV: a System V shared memory segment (FileSysVShm).
 	SysV *SysVShm `json:"sysv,omitempty"`
+	// SysVMsg: a System V message queue (FileSysVMsg).
+	SysVMsg *SysVMsgQueue `json:"sysv_msg,omitempty"`
 	// PTY: a pseudo-terminal end (FilePTMX holds its state; FilePTS
 	// only its index).
 	PTY *PTY `json:"pty,omitempty"`

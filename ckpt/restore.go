@@ -302,8 +302,10 @@ type shared struct {
 	// System V segments made, by file index
 	sysv map[int]*restoredSegment
 	// pty masters made, by their index in the image
-	ptys  map[int]int
-	notes []ExternalNote
+	ptys map[int]int
+	// System V message queues made
+	msgQueues []int
+	notes     []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 }

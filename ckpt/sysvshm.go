@@ -264,7 +264,7 @@ func (sh *shared) sysvSegmentID(i int) (int, error) {
 }
 
 // detachSysV lets go of relocate's attaches; with remove (a failed
-// restore), the segments are removed too.
+// restore), the segments and message queues made are removed too.
 func (sh *shared) detachSysV(remove bool) {
 	for _, s := range sh.sysv {
 		if s.at != nil {
@@ -273,6 +273,11 @@ func (sh *shared) detachSysV(remove bool) {
 		}
 		if remove {
 			_, _ = unix.SysvShmCtl(s.id, unix.IPC_RMID, nil)
+		}
+	}
+	if remove {
+		for _, id := range sh.msgQueues {
+			_ = msgctl(id, unix.IPC_RMID, nil)
 		}
 	}
 }
