@@ -293,9 +293,16 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	for _, d := range t.procs {
 		inTree[d.pid] = true
 	}
-	queues, err := sysvIPCUser(inTree)
+	queues, sems, err := sysvIPCUser(inTree)
 	if err != nil {
 		return nil, err
+	}
+	for _, row := range sems {
+		f, err := collectSemSet(row)
+		if err != nil {
+			return nil, err
+		}
+		t.files.files = append(t.files.files, *f)
 	}
 	for _, id := range queues {
 		f, err := collectMsgQueue(id)
@@ -398,7 +405,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		res.NetLocked = false
 	}
 	// Its System V segments moved with it.
-	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues())
+	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues(), t.files.removeSemSets())
 	return res, errors.Join(errs...)
 }
 

@@ -60,6 +60,7 @@ var fileKinds = map[string]fileKind{
 	FilePTMX:     ptmxKind{},
 	FilePTS:      ptsKind{},
 	FileSysVMsg:  sysvMsgKind{},
+	FileSysVSem:  sysvSemKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the

@@ -277,6 +277,8 @@ type File struct {
 	SysV *SysVShm `json:"sysv,omitempty"`
 	// SysVMsg: a System V message queue (FileSysVMsg).
 	SysVMsg *SysVMsgQueue `json:"sysv_msg,omitempty"`
+	// SysVSem: a System V semaphore set (FileSysVSem).
+	SysVSem *SysVSemSet `json:"sysv_sem,omitempty"`
 	// PTY: a pseudo-terminal end (FilePTMX holds its state; FilePTS
 	// only its index).
 	PTY *PTY `json:"pty,omitempty"`

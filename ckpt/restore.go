@@ -303,9 +303,9 @@ type shared struct {
 	sysv map[int]*restoredSegment
 	// pty masters made, by their index in the image
 	ptys map[int]int
-	// System V message queues made
-	msgQueues []int
-	notes     []ExternalNote
+	// System V message queues and semaphore sets made
+	msgQueues, semSets []int
+	notes              []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 }

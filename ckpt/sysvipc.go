@@ -21,8 +21,9 @@ import (
 // the tree's to carry (their ids are returned) unless their other
 // recorded user is a process outside the tree that still runs; a
 // semaphore set is refused.
-func sysvIPCUser(tree map[int]bool) ([]int, error) {
+func sysvIPCUser(tree map[int]bool) ([]int, [][]string, error) {
 	var queues []int
+	var sems [][]string
 	// A recorded PID names one of ours only if that process already ran
 	// at the recorded time (PIDs are reused).
 	ours := func(pid int, at string) bool {
@@ -50,7 +51,7 @@ func sysvIPCUser(tree map[int]bool) ([]int, error) {
 				continue
 			}
 			if outside != 0 {
-				return nil, &ProcessError{PID: used, Err: fmt.Errorf("uses System V message queue %d, which pid %d outside the checkpoint uses too: %w", id, outside, ErrUnsupported)}
+				return nil, nil, &ProcessError{PID: used, Err: fmt.Errorf("uses System V message queue %d, which pid %d outside the checkpoint uses too: %w", id, outside, ErrUnsupported)}
 			}
 			queues = append(queues, id)
 		}
@@ -67,16 +68,29 @@ func sysvIPCUser(tree map[int]bool) ([]int, error) {
 			if err1 != nil || err2 != nil || len(row) < 9 {
 				continue
 			}
+			used, outside := 0, 0
 			for i := 0; i < nsems; i++ {
 				const getpid = 11 // GETPID: the last process to semop this one
 				r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(semid), uintptr(i), getpid, 0, 0, 0)
-				if e == 0 && ours(int(r), row[8]) {
-					return nil, &ProcessError{PID: int(r), Err: fmt.Errorf("uses System V semaphore set %d: %w", semid, ErrUnsupported)}
+				pid := int(r)
+				switch {
+				case e != 0:
+				case ours(pid, row[8]):
+					used = pid
+				case pid > 0 && !tree[pid] && unix.Kill(pid, 0) == nil:
+					outside = pid
 				}
 			}
+			if used == 0 {
+				continue
+			}
+			if outside != 0 {
+				return nil, nil, &ProcessError{PID: used, Err: fmt.Errorf("uses System V semaphore set %d, which pid %d outside the checkpoint uses too: %w", semid, outside, ErrUnsupported)}
+			}
+			sems = append(sems, row)
 		}
 	}
-	return queues, nil
+	return queues, sems, nil
 }
 
 // sysvRows splits a /proc/sysvipc table into fields, header left out.

@@ -52,3 +52,43 @@ func msgSend(id int, typ int64, text []byte) error {
 	}
 	return nil
 }
+
+// semGetAll reads the values of a semaphore set's n semaphores (GETALL).
+func semGetAll(id, n int) ([]uint16, error) {
+	const getall = 13 // GETALL, include/uapi/linux/sem.h
+	vals := make([]uint16, max(n, 1))
+	_, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), 0, getall, uintptr(unsafe.Pointer(&vals[0])), 0, 0)
+	if e != 0 {
+		return nil, e
+	}
+	return vals[:n], nil
+}
+
+// semSetAll sets the values of a semaphore set (SETALL).
+func semSetAll(id int, vals []uint16) error {
+	const setall = 17 // SETALL
+	if len(vals) == 0 {
+		return nil
+	}
+	_, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), 0, setall, uintptr(unsafe.Pointer(&vals[0])), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// semSetPerm sets a set's owner and mode (IPC_SET). Only the leading
+// struct ipc64_perm of struct semid64_ds is read, which is the same on
+// every architecture; the buffer is larger than any semid64_ds.
+func semSetPerm(id int, perm unix.SysvIpcPerm) error {
+	var ds struct {
+		Perm unix.SysvIpcPerm
+		_    [16]uint64
+	}
+	ds.Perm = perm
+	_, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(id), 0, unix.IPC_SET, uintptr(unsafe.Pointer(&ds)), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}

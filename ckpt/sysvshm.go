@@ -279,6 +279,9 @@ func (sh *shared) detachSysV(remove bool) {
 		for _, id := range sh.msgQueues {
 			_ = msgctl(id, unix.IPC_RMID, nil)
 		}
+		for _, id := range sh.semSets {
+			_, _, _ = unix.Syscall(unix.SYS_SEMCTL, uintptr(id), 0, unix.IPC_RMID)
+		}
 	}
 }
 
