@@ -3,8 +3,6 @@ package ckpt
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strconv"
 
 	"golang.org/x/sys/unix"
 
@@ -102,29 +100,21 @@ func (sysvMsgKind) open(sh *shared, f *File) (int, error) {
 	if q == nil || q.ID < 0 || q.QBytes > maxMsgQueue {
 		return -1, fmt.Errorf("image: message queue without state: %w", image.ErrCorrupt)
 	}
-	if err := os.WriteFile(msgNextIDSys, []byte(strconv.Itoa(q.ID)), 0); err != nil {
-		return -1, fmt.Errorf("set its id (%s): %w", msgNextIDSys, err)
-	}
-	key := int(q.Key)
-	if q.Mode&shmDest != 0 {
-		key = ipcPrivate
-	}
-	r, _, e := unix.Syscall(unix.SYS_MSGGET, uintptr(key), uintptr(unix.IPC_CREAT|unix.IPC_EXCL|int(q.Mode&0o777)), 0)
-	_ = os.WriteFile(msgNextIDSys, []byte("-1"), 0)
-	if errors.Is(e, unix.EEXIST) {
-		return -1, fmt.Errorf("the key is taken on this machine by another queue: %w", ErrUnsupported)
-	}
-	if e != 0 {
-		return -1, fmt.Errorf("msgget: %w", e)
-	}
-	id := int(r)
-	drop := func(err error) (int, error) {
-		_ = msgctl(id, unix.IPC_RMID, nil)
+	rm := func(id int) { _ = msgctl(id, unix.IPC_RMID, nil) }
+	id, err := createIPC(msgNextIDSys, q.ID, func() (int, error) {
+		r, _, e := unix.Syscall(unix.SYS_MSGGET, uintptr(q.Key), uintptr(unix.IPC_CREAT|unix.IPC_EXCL|int(q.Mode&0o777)), 0)
+		if e != 0 {
+			return -1, fmt.Errorf("msgget: %w", e)
+		}
+		return int(r), nil
+	}, rm)
+	if err != nil {
 		return -1, err
 	}
 	sh.msgQueues = append(sh.msgQueues, id) // removed if the restore fails
-	if id != q.ID {
-		return drop(fmt.Errorf("its id is taken on this machine (the new queue got %d): %w", id, ErrUnsupported))
+	drop := func(err error) (int, error) {
+		rm(id)
+		return -1, err
 	}
 	ds := msqidDS{Perm: unix.SysvIpcPerm{Uid: q.UID, Gid: q.GID, Mode: q.Mode & 0o777}, Qbytes: q.QBytes}
 	if err := msgctl(id, unix.IPC_SET, &ds); err != nil {

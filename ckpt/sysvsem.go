@@ -100,22 +100,17 @@ func (sysvSemKind) open(sh *shared, f *File) (int, error) {
 	if s == nil || s.ID < 0 || len(s.Values) == 0 || len(s.Values) > maxSemSet {
 		return -1, fmt.Errorf("image: semaphore set without state: %w", image.ErrCorrupt)
 	}
-	if err := os.WriteFile(semNextIDSys, []byte(strconv.Itoa(s.ID)), 0); err != nil {
-		return -1, fmt.Errorf("set its id (%s): %w", semNextIDSys, err)
+	id, err := createIPC(semNextIDSys, s.ID, func() (int, error) {
+		r, _, e := unix.Syscall(unix.SYS_SEMGET, uintptr(s.Key), uintptr(len(s.Values)), uintptr(unix.IPC_CREAT|unix.IPC_EXCL|int(s.Mode&0o777)))
+		if e != 0 {
+			return -1, fmt.Errorf("semget: %w", e)
+		}
+		return int(r), nil
+	}, func(id int) { _, _, _ = unix.Syscall(unix.SYS_SEMCTL, uintptr(id), 0, unix.IPC_RMID) })
+	if err != nil {
+		return -1, err
 	}
-	r, _, e := unix.Syscall(unix.SYS_SEMGET, uintptr(s.Key), uintptr(len(s.Values)), uintptr(unix.IPC_CREAT|unix.IPC_EXCL|int(s.Mode&0o777)))
-	_ = os.WriteFile(semNextIDSys, []byte("-1"), 0)
-	if errors.Is(e, unix.EEXIST) {
-		return -1, fmt.Errorf("the key is taken on this machine by another set: %w", ErrUnsupported)
-	}
-	if e != 0 {
-		return -1, fmt.Errorf("semget: %w", e)
-	}
-	id := int(r)
 	sh.semSets = append(sh.semSets, id) // removed if the restore fails
-	if id != s.ID {
-		return -1, fmt.Errorf("its id is taken on this machine (the new set got %d): %w", id, ErrUnsupported)
-	}
 	if err := semSetPerm(id, unix.SysvIpcPerm{Uid: s.UID, Gid: s.GID, Mode: s.Mode & 0o777}); err != nil {
 		return -1, fmt.Errorf("owner %d:%d, mode %#o: %w", s.UID, s.GID, s.Mode&0o777, err)
 	}
