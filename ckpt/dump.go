@@ -324,8 +324,23 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	for _, d := range t.procs {
 		inTree[d.pid] = true
 	}
-	if err := sysvIPCUser(inTree); err != nil {
+	queues, sems, err := sysvIPCUser(inTree)
+	if err != nil {
 		return nil, err
+	}
+	for _, row := range sems {
+		f, err := collectSemSet(row)
+		if err != nil {
+			return nil, err
+		}
+		t.files.files = append(t.files.files, *f)
+	}
+	for _, id := range queues {
+		f, err := collectMsgQueue(id)
+		if err != nil {
+			return nil, err
+		}
+		t.files.files = append(t.files.files, *f)
 	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
@@ -345,7 +360,6 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 
 	var w *image.Writer
-	var err error
 	if t.pc != nil {
 		w = t.pc.w // the header and the pre-copied pages are in it
 	} else if w, err = image.NewWriter(out, t.procs[0].header(&cp.Processes[0]), image.WriterOptions{}); err != nil {
@@ -428,7 +442,7 @@ func (t *tree) kill(unlock bool) (netLocked bool, err error) {
 		}
 	}
 	// Its System V segments moved with it.
-	errs = append(errs, t.files.removeSysV())
+	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues(), t.files.removeSemSets())
 	return netLocked && !unlock, errors.Join(errs...)
 }
 

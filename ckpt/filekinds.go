@@ -57,6 +57,10 @@ var fileKinds = map[string]fileKind{
 	FileShmem:    shmemKind{},
 	FileExternal: externalKind{},
 	FileSysVShm:  sysvShmKind{},
+	FilePTMX:     ptmxKind{},
+	FilePTS:      ptsKind{},
+	FileSysVMsg:  sysvMsgKind{},
+	FileSysVSem:  sysvSemKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the
@@ -64,7 +68,7 @@ var fileKinds = map[string]fileKind{
 // before a socket).
 var dumpOrder = []fileKind{
 	mqueueKind{}, memfdKind{}, deletedKind{}, regularKind{}, dirKind{},
-	deviceKind{}, ttyKind{},
+	deviceKind{}, ptmxKind{}, ptsKind{}, ttyKind{},
 	pipeKind{}, fifoKind{},
 	tcpKind{}, unixPairKind{}, socketKind{},
 	eventfdKind{}, timerfdKind{}, signalfdKind{}, epollKind{}, inotifyKind{},

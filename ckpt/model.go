@@ -65,6 +65,10 @@ type Process struct {
 	Flags *TaskFlags `json:"prctl,omitempty"`
 	// Cgroup is its cgroup v2 membership (nil: none known).
 	Cgroup *Cgroup `json:"cgroup,omitempty"`
+	// CTTY is 1 + the pty index of the controlling terminal (0: none,
+	// or not a pty); TPGID its foreground process group.
+	CTTY  int `json:"ctty,omitempty"`
+	TPGID int `json:"tpgid,omitempty"`
 }
 
 // Creds are the process credentials (real, effective, saved, fs).
@@ -296,6 +300,13 @@ type File struct {
 	External *External `json:"external,omitempty"`
 	// SysV: a System V shared memory segment (FileSysVShm).
 	SysV *SysVShm `json:"sysv,omitempty"`
+	// SysVMsg: a System V message queue (FileSysVMsg).
+	SysVMsg *SysVMsgQueue `json:"sysv_msg,omitempty"`
+	// SysVSem: a System V semaphore set (FileSysVSem).
+	SysVSem *SysVSemSet `json:"sysv_sem,omitempty"`
+	// PTY: a pseudo-terminal end (FilePTMX holds its state; FilePTS
+	// only its index).
+	PTY *PTY `json:"pty,omitempty"`
 }
 
 // EventfdState is an eventfd's counter and mode.

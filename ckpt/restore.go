@@ -409,8 +409,12 @@ type shared struct {
 	// where the image's external descriptors go, opened
 	externals map[*File]externalTarget
 	// System V segments made, by file index
-	sysv  map[int]*restoredSegment
-	notes []ExternalNote
+	sysv map[int]*restoredSegment
+	// pty masters made, by their index in the image
+	ptys map[int]int
+	// System V message queues and semaphore sets made
+	msgQueues, semSets []int
+	notes              []ExternalNote
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 	// holder: the credentials of the process whose file is being opened
@@ -618,6 +622,9 @@ func (rs *restorer) create(used []mem.Range) error {
 		return err
 	}
 	if err := rs.setSession(); err != nil {
+		return err
+	}
+	if err := rs.setCTTY(); err != nil {
 		return err
 	}
 	for _, t := range p.Threads[1:] {

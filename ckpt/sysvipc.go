@@ -17,8 +17,13 @@ import (
 // of the tree used last: neither lives in a descriptor or a mapping, so
 // the kernel's own bookkeeping is the only trace (the last sender and
 // receiver of a queue, the last process to operate on a semaphore). A
-// process that used one earlier and not last goes unseen.
-func sysvIPCUser(tree map[int]bool) error {
+// process that used one earlier and not last goes unseen. The queues are
+// the tree's to carry (their ids are returned) unless their other
+// recorded user is a process outside the tree that still runs; a
+// semaphore set is refused.
+func sysvIPCUser(tree map[int]bool) ([]int, [][]string, error) {
+	var queues []int
+	var sems [][]string
 	// A recorded PID names one of ours only if that process already ran
 	// at the recorded time (PIDs are reused).
 	ours := func(pid int, at string) bool {
@@ -31,11 +36,24 @@ func sysvIPCUser(tree map[int]bool) error {
 			if len(row) < 13 {
 				continue
 			}
+			used, outside := 0, 0
 			for _, c := range [][2]int{{5, 11}, {6, 12}} {
-				if pid, _ := strconv.Atoi(row[c[0]]); ours(pid, row[c[1]]) {
-					return &ProcessError{PID: pid, Err: fmt.Errorf("uses System V message queue %s: %w", row[1], ErrUnsupported)}
+				pid, _ := strconv.Atoi(row[c[0]])
+				switch {
+				case ours(pid, row[c[1]]):
+					used = pid
+				case pid > 0 && !tree[pid] && unix.Kill(pid, 0) == nil:
+					outside = pid
 				}
 			}
+			id, err := strconv.Atoi(row[1])
+			if used == 0 || err != nil {
+				continue
+			}
+			if outside != 0 {
+				return nil, nil, &ProcessError{PID: used, Err: fmt.Errorf("uses System V message queue %d, which pid %d outside the checkpoint uses too: %w", id, outside, ErrUnsupported)}
+			}
+			queues = append(queues, id)
 		}
 	}
 	if b, err := os.ReadFile("/proc/sysvipc/sem"); err == nil {
@@ -50,16 +68,29 @@ func sysvIPCUser(tree map[int]bool) error {
 			if err1 != nil || err2 != nil || len(row) < 9 {
 				continue
 			}
+			used, outside := 0, 0
 			for i := 0; i < nsems; i++ {
 				const getpid = 11 // GETPID: the last process to semop this one
 				r, _, e := unix.Syscall6(unix.SYS_SEMCTL, uintptr(semid), uintptr(i), getpid, 0, 0, 0)
-				if e == 0 && ours(int(r), row[8]) {
-					return &ProcessError{PID: int(r), Err: fmt.Errorf("uses System V semaphore set %d: %w", semid, ErrUnsupported)}
+				pid := int(r)
+				switch {
+				case e != 0:
+				case ours(pid, row[8]):
+					used = pid
+				case pid > 0 && !tree[pid] && unix.Kill(pid, 0) == nil:
+					outside = pid
 				}
 			}
+			if used == 0 {
+				continue
+			}
+			if outside != 0 {
+				return nil, nil, &ProcessError{PID: used, Err: fmt.Errorf("uses System V semaphore set %d, which pid %d outside the checkpoint uses too: %w", semid, outside, ErrUnsupported)}
+			}
+			sems = append(sems, row)
 		}
 	}
-	return nil
+	return queues, sems, nil
 }
 
 // sysvRows splits a /proc/sysvipc table into fields, header left out.

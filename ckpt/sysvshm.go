@@ -215,27 +215,18 @@ func (sh *shared) sysvSegmentID(i int) (int, error) {
 		return -1, fmt.Errorf("image: file %d is no System V segment: %w", i, image.ErrCorrupt)
 	}
 	what := f.Describe()
-	if err := os.WriteFile(shmNextIDSys, []byte(strconv.Itoa(s.ID)), 0); err != nil {
-		return -1, fmt.Errorf("%s: set its id (%s): %w", what, shmNextIDSys, err)
-	}
 	key := int(s.Key)
 	if s.Mode&shmDest != 0 {
 		key = ipcPrivate
 	}
-	id, err := unix.SysvShmGet(key, int(f.Size), unix.IPC_CREAT|unix.IPC_EXCL|int(s.Mode&0o777))
-	// shmget resets shm_next_id once it used it; not when it failed.
-	_ = os.WriteFile(shmNextIDSys, []byte("-1"), 0)
-	if errors.Is(err, unix.EEXIST) {
-		return -1, fmt.Errorf("%s: the key is taken on this machine by another segment: %w", what, ErrUnsupported)
-	}
+	rm := func(id int) { _, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil) }
+	id, err := createIPC(shmNextIDSys, s.ID, func() (int, error) {
+		return unix.SysvShmGet(key, int(f.Size), unix.IPC_CREAT|unix.IPC_EXCL|int(s.Mode&0o777))
+	}, rm)
 	if err != nil {
-		return -1, fmt.Errorf("%s: shmget: %w", what, err)
+		return -1, fmt.Errorf("%s: %w", what, err)
 	}
-	drop := func() { _, _ = unix.SysvShmCtl(id, unix.IPC_RMID, nil) }
-	if id != s.ID {
-		drop()
-		return -1, fmt.Errorf("%s: its id is taken on this machine (the new segment got %d): %w", what, id, ErrUnsupported)
-	}
+	drop := func() { rm(id) }
 	d := unix.SysvShmDesc{Perm: unix.SysvIpcPerm{Uid: s.UID, Gid: s.GID, Mode: s.Mode & 0o777}}
 	if _, err := unix.SysvShmCtl(id, unix.IPC_SET, &d); err != nil {
 		drop()
@@ -263,8 +254,32 @@ func (sh *shared) sysvSegmentID(i int) (int, error) {
 	return id, nil
 }
 
+// createIPC makes a System V object with the id it had: the sysctl
+// (shm_next_id, msg_next_id, sem_next_id) names the id the next creation
+// takes. get creates it (IPC_CREAT|IPC_EXCL) and rm removes it; a key or
+// id taken here is refused.
+func createIPC(sysctl string, want int, get func() (int, error), rm func(int)) (int, error) {
+	if err := os.WriteFile(sysctl, []byte(strconv.Itoa(want)), 0); err != nil {
+		return -1, fmt.Errorf("set its id (%s): %w", sysctl, err)
+	}
+	id, err := get()
+	// The kernel resets the sysctl once a creation used it; not when it failed.
+	_ = os.WriteFile(sysctl, []byte("-1"), 0)
+	if errors.Is(err, unix.EEXIST) {
+		return -1, fmt.Errorf("its key is taken on this machine: %w", ErrUnsupported)
+	}
+	if err != nil {
+		return -1, err
+	}
+	if id != want {
+		rm(id)
+		return -1, fmt.Errorf("its id is taken on this machine (the new one got %d): %w", id, ErrUnsupported)
+	}
+	return id, nil
+}
+
 // detachSysV lets go of relocate's attaches; with remove (a failed
-// restore), the segments are removed too.
+// restore), the segments and message queues made are removed too.
 func (sh *shared) detachSysV(remove bool) {
 	for _, s := range sh.sysv {
 		if s.at != nil {
@@ -273,6 +288,14 @@ func (sh *shared) detachSysV(remove bool) {
 		}
 		if remove {
 			_, _ = unix.SysvShmCtl(s.id, unix.IPC_RMID, nil)
+		}
+	}
+	if remove {
+		for _, id := range sh.msgQueues {
+			_ = msgctl(id, unix.IPC_RMID, nil)
+		}
+		for _, id := range sh.semSets {
+			_, _, _ = unix.Syscall(unix.SYS_SEMCTL, uintptr(id), 0, unix.IPC_RMID)
 		}
 	}
 }

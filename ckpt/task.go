@@ -44,6 +44,7 @@ func (d *dumper) collectProcess() (*Process, error) {
 	}
 	p := &Process{
 		PID: pid, PPID: st.PPID, PGID: st.PGRP, SID: st.Session, Comm: st.Comm, Stopped: int(d.stopSig),
+		CTTY: controllingTTY(&st), TPGID: st.TPGID,
 		Umask: status.Umask,
 		Creds: Creds{UID: status.UID, GID: status.GID, Groups: status.Groups,
 			CapInh: status.CapInh, CapPrm: status.CapPrm, CapEff: status.CapEff,

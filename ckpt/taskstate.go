@@ -162,6 +162,9 @@ func (rs *restorer) restoreTaskState(L *remote) error {
 			}
 		}
 	}
+	if err := rs.setForeground(L); err != nil {
+		return err
+	}
 	for i, t := range p.Threads {
 		if err := restoreSched(rs.threads[i].tid, t.Sched); err != nil {
 			return &ProcessError{PID: p.PID, Err: err}

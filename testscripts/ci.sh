@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 
 # gcc and libc6-dev: the C workloads; python3: the Python workloads;
-# redis-server, redis-cli, nginx, dnsmasq, memcached: real servers; script (bsdutils): a terminal.
+# redis-server, redis-cli, nginx, dnsmasq, memcached, postgresql (psql), tmux: real programs; script (bsdutils): a terminal.
 need=0
-for tool in gcc python3 redis-server redis-cli script sshd ssh-keygen arping nft ss unshare nsenter strace nginx dnsmasq memcached; do
+for tool in gcc python3 redis-server redis-cli script sshd ssh-keygen arping nft ss unshare nsenter strace nginx dnsmasq memcached psql tmux; do
 	command -v "$tool" >/dev/null || need=1
 done
 if [ "$need" = 1 ]; then
@@ -17,7 +17,7 @@ if [ "$need" = 1 ]; then
 	if ! {
 		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-				gcc libc6-dev python3 redis-server redis-tools bsdutils iputils-arping openssh-server openssh-client nftables iproute2 util-linux strace nginx-light dnsmasq-base memcached
+				gcc libc6-dev python3 redis-server redis-tools bsdutils iputils-arping openssh-server openssh-client nftables iproute2 util-linux strace nginx-light dnsmasq-base memcached postgresql tmux
 	} >"$log" 2>&1; then
 		cat "$log" >&2
 		echo "ci: apt-get failed (see above)" >&2
