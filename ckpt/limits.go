@@ -35,6 +35,8 @@ const (
 	// maxPipeBuffer bounds a pipe's or FIFO's buffered bytes, which
 	// restore holds in memory and sizes the pipe for (F_SETPIPE_SZ).
 	maxPipeBuffer = 1 << 26
+	maxTimers     = 1 << 16 // POSIX timers of one process
+	maxPending    = 1 << 16 // queued signals of one process (RLIMIT_SIGPENDING's usual order)
 )
 
 // decodeMeta decodes the metadata record into cp after checking that the
@@ -228,6 +230,14 @@ func (cp *Checkpoint) validateCounts() error {
 		if err := p.validateCreds(); err != nil {
 			return err
 		}
+		// Each of these is an injected syscall at restore.
+		pending := len(p.SharedPending)
+		for _, t := range p.Threads {
+			pending += len(t.Pending)
+		}
+		if len(p.SigActions) > 64 || len(p.Rlimits) > 64 || len(p.Timers) > maxTimers || pending > maxPending {
+			return bad("pid %d: %d signal actions, %d limits, %d timers, %d pending signals", p.PID, len(p.SigActions), len(p.Rlimits), len(p.Timers), pending)
+		}
 	}
 	if threads > maxThreads {
 		return bad("%d threads (at most %d)", threads, maxThreads)
@@ -241,6 +251,9 @@ func (cp *Checkpoint) validateCounts() error {
 		}
 		if (f.Kind == FilePipe || f.Kind == FileFIFO) && f.Size > maxPipeBuffer {
 			return bad("%s %q buffers %d bytes (at most %d)", f.Kind, f.Path, f.Size, maxPipeBuffer)
+		}
+		if len(f.Epoll) > maxFDs {
+			return bad("epoll file %d watches %d descriptors", i, len(f.Epoll))
 		}
 		prev := 0
 		for _, w := range f.Inotify {

@@ -138,6 +138,7 @@ func FuzzCheckpoint(f *testing.F) {
 	f.Add([]byte(`{"root":1,"processes":[{"pid":1,"threads":[{"tid":1}],"fds":[{"fd":0,"file":0}]}],"files":[{"kind":"file","path":"/x"}]}`))
 	f.Add([]byte(`{"root":1,"processes":[` + strings.Repeat(`{},`, 100) + `{}]}`))
 	f.Add([]byte(`{"root":1,"net_locks":["filter"],"processes":[{"pid":1,"threads":[{"tid":1}]}]}`))
+	f.Add([]byte(`{"root":1,"processes":[{"pid":1,"creds":{"securebits":16},"cgroup":{"path":"/a/b","limits":{"memory.max":"max"}},"threads":[{"tid":1,"seccomp":[{"insns":"BgAAAAAA/38=","flags":2}]}]}]}`))
 	f.Fuzz(func(t *testing.T, meta []byte) {
 		if !json.Valid(meta) {
 			return

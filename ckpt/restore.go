@@ -553,6 +553,9 @@ func (sh *shared) run(ctx context.Context) error {
 		if err := rs.restoreMM(L, rs.pidfd); err != nil {
 			return err
 		}
+		if err := rs.restoreCwd(L); err != nil { // while the pidfd is there
+			return &ProcessError{PID: rs.p.PID, Err: fmt.Errorf("working directory %s: %w", rs.p.Cwd, err)}
+		}
 		if err := rs.installFiles(L, rs.pidfd); err != nil {
 			return err
 		}

@@ -85,13 +85,6 @@ func (rs *restorer) restoreTasks(L *remote) error {
 	if _, err := L.call(unix.SYS_UMASK, uint64(p.Umask)); err != nil {
 		return err
 	}
-	cwd, err := L.pokeString(0, p.Cwd)
-	if err != nil {
-		return err
-	}
-	if _, err := L.call(unix.SYS_CHDIR, cwd); err != nil {
-		return &ProcessError{PID: p.PID, Err: fmt.Errorf("working directory %s: %w", p.Cwd, err)}
-	}
 	for which, it := range p.ITimers {
 		if it.ValueUS == 0 && it.IntervalUS == 0 {
 			continue

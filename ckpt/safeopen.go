@@ -315,3 +315,24 @@ func checkMappings(p *Process, sameHost bool) error {
 	}
 	return nil
 }
+
+// restoreCwd sets the working directory: opened here without following
+// symbolic links and with the process's credentials, then handed to the
+// process (pidfd_getfd) for fchdir, instead of a chdir by path as root.
+func (rs *restorer) restoreCwd(L *remote) error {
+	c := credsOf(rs.p)
+	fd, err := openChecked(&c, rs.p.Cwd, unix.O_PATH|unix.O_DIRECTORY, expect{typ: unix.S_IFDIR})
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	tfd, err := L.call(unix.SYS_PIDFD_GETFD, uint64(rs.pidfd), uint64(fd), 0)
+	if err != nil {
+		return err
+	}
+	_, err = L.call(unix.SYS_FCHDIR, tfd)
+	if _, cerr := L.call(unix.SYS_CLOSE, tfd); err == nil {
+		err = cerr
+	}
+	return err
+}
