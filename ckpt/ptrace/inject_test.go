@@ -77,10 +77,11 @@ func TestInjectIntoInterruptedSyscall(t *testing.T) {
 				t.Fatal(err)
 			}
 			pid := cmd.Process.Pid
-			// Wait until it blocks in its syscall (state S).
+			// Wait until it runs the program (not the forked test binary
+			// before its exec) and blocks in its syscall (state S).
 			for {
 				st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-				if i := bytes.LastIndexByte(st, ')'); i > 0 && st[i+2] == 'S' {
+				if i := bytes.LastIndexByte(st, ')'); i > 0 && st[i+2] == 'S' && bytes.Contains(st, []byte("("+c.prog+")")) {
 					break
 				}
 			}
