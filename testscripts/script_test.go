@@ -49,13 +49,8 @@ type (
 	procsKey   struct{}
 )
 
-// prebuiltVar names a directory of workloads built elsewhere (for another
-// architecture: testscripts/arm64vm.sh cross-compiles them and runs this
-// test inside an arm64 guest, where there is no compiler).
-const prebuiltVar = "RELOCATE_WORKLOADS"
-
 func TestScripts(t *testing.T) {
-	if _, err := exec.LookPath("gcc"); err != nil && os.Getenv(prebuiltVar) == "" {
+	if _, err := exec.LookPath("gcc"); err != nil && os.Getenv("RELOCATE_WORKLOADS") == "" {
 		if inCI() {
 			t.Fatal("gcc is missing: the workloads are C programs (the README's test command installs it)")
 		}
@@ -107,9 +102,13 @@ func TestScripts(t *testing.T) {
 
 // buildWorkloads compiles every workload into a temporary directory that
 // the scripts get on their PATH (and as $WORKLOADS).
+//
+// RELOCATE_WORKLOADS names a directory of workloads built already: the
+// kernel matrix builds them on the host and runs the scripts in guests
+// that have no writable toolchain cache.
 func buildWorkloads(t *testing.T) string {
 	t.Helper()
-	if dir := os.Getenv(prebuiltVar); dir != "" {
+	if dir := os.Getenv("RELOCATE_WORKLOADS"); dir != "" {
 		return dir
 	}
 	dir := t.TempDir()
