@@ -76,11 +76,16 @@ func dumpRegSets(tid int, regs ptrace.Regs) ([]RegSet, error) {
 			return nil, err
 		}
 		if k.Note == unix.NT_ARM_SVE {
-			// Header only: SVE is inactive for this thread (streaming
-			// mode, refused above, is the one case).
-			if len(b) < k.Min {
-				continue
+			// The kernel fills the buffer to the largest vector length;
+			// struct user_sve_header's size is what the state takes.
+			size := int(binary.LittleEndian.Uint32(b))
+			if size <= sveHdrSize {
+				continue // SVE inactive: only in streaming mode, refused above
 			}
+			if size < k.Min || size > len(b) {
+				return nil, fmt.Errorf("thread %d: SVE state of %d bytes", tid, size)
+			}
+			b = b[:size]
 			haveSVE = true
 		}
 		out = append(out, RegSet{Note: k.Note, Data: bytes.Clone(b)})

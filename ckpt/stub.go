@@ -110,6 +110,9 @@ func (st *remote) prepare(used []mem.Range) error {
 	if err != nil {
 		return err
 	}
+	if s.Status.StopSignal() != unix.SIGTRAP {
+		return fmt.Errorf("restore stub: unexpected %s", s)
+	}
 	// The stub's own binary may lie low too (Go links arm64 programs at
 	// 0x10000): the code page keeps clear of it as well.
 	own, err := stubMaps(st.pid)
@@ -123,9 +126,6 @@ func (st *remote) prepare(used []mem.Range) error {
 	code, err := findGap(avoid, codeSize, 0x100000)
 	if err != nil {
 		return err
-	}
-	if s.Status.StopSignal() != unix.SIGTRAP {
-		return fmt.Errorf("restore stub: unexpected %s", s)
 	}
 	if err := ptrace.SetOptions(st.tid, restoreOpts); err != nil {
 		return err

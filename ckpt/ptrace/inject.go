@@ -114,9 +114,9 @@ func FinishTrap(tid int, nr uint64) (uint64, error) {
 	return result(tid, nr, r.Ret())
 }
 
-// TrapResult is the result of a syscall that ended in the trap after
-// SyscallInsn: the return register, and whether it is an error. For a
-// stop FinishTrap cannot take (after a clone event).
+// TrapResult returns the return register of a tracee that stopped in the
+// trap after SyscallInsn: the raw result of its syscall (-errno on
+// failure), for a caller that waited for the stop itself.
 // Precondition: called on the tracer thread.
 func TrapResult(tid int) (uint64, error) {
 	r, err := GetRegs(tid)

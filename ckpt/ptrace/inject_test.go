@@ -45,24 +45,43 @@ func vdsoSyscall(t *testing.T, pid int) uint64 {
 	return 0
 }
 
-// TestInjectIntoInterruptedSleep freezes sleep(1) inside clock_nanosleep,
-// injects getpid and detaches: sleep must finish normally, which needs the
-// kernel to restart the interrupted syscall (rax = -ERESTART_RESTARTBLOCK).
-func TestInjectIntoInterruptedSleep(t *testing.T) {
+// TestInjectIntoInterruptedSyscall freezes a program inside a blocking
+// syscall, injects getpid and detaches: the program must go on normally,
+// which needs the kernel to restart the interrupted syscall. sleep is in
+// clock_nanosleep (-ERESTART_RESTARTBLOCK), cat in read from an empty pipe
+// (-ERESTARTSYS). The control hands cat the raw restart code instead: its
+// read fails. (sleep is no control: busybox's ignores a failed nanosleep.)
+func TestInjectIntoInterruptedSyscall(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for ptrace")
 	}
-	for _, rearm := range []bool{true, false} {
-		t.Run(fmt.Sprintf("restart=%v", rearm), func(t *testing.T) {
+	for _, c := range []struct {
+		prog    string
+		restart bool
+	}{{"sleep", true}, {"cat", true}, {"cat", false}} {
+		t.Run(fmt.Sprintf("%s/restart=%v", c.prog, c.restart), func(t *testing.T) {
 			cmd := exec.Command("sleep", "0.3")
+			var in *os.File
+			var out bytes.Buffer
+			if c.prog == "cat" {
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				cmd = exec.Command("cat")
+				cmd.Stdin, cmd.Stdout, in = r, &out, w
+				defer r.Close()
+			}
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			pid := cmd.Process.Pid
-			// Wait until sleep is in clock_nanosleep (state S).
+			// Wait until it runs the program (not the forked test binary
+			// before its exec) and blocks in its syscall (state S).
 			for {
 				st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-				if i := bytes.LastIndexByte(st, ')'); i > 0 && st[i+2] == 'S' {
+				if i := bytes.LastIndexByte(st, ')'); i > 0 && st[i+2] == 'S' && bytes.Contains(st, []byte("("+c.prog+")")) {
 					break
 				}
 			}
@@ -83,7 +102,9 @@ func TestInjectIntoInterruptedSleep(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				logFrozenInSyscall(t, &saved)
+				if c.prog == "sleep" {
+					logFrozenInSyscall(t, &saved)
+				}
 				got, err := InjectSyscallStop(pid, &saved, ip, unix.SYS_GETPID)
 				if err != nil {
 					return err
@@ -94,10 +115,8 @@ func TestInjectIntoInterruptedSleep(t *testing.T) {
 				if err := Rearm(pid, &saved); err != nil {
 					return err
 				}
-				if !rearm {
-					// Control: hand sleep the raw -ERESTART_RESTARTBLOCK
-					// instead of restarting its syscall.
-					broken := noRestart(saved)
+				if !c.restart {
+					broken := noRestart(saved, 512) // -ERESTARTSYS
 					if err := SetRegs(pid, &broken); err != nil {
 						return err
 					}
@@ -107,12 +126,16 @@ func TestInjectIntoInterruptedSleep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			werr := cmd.Wait()
-			if rearm && werr != nil {
-				t.Fatalf("sleep after injection: %v", werr)
+			if in != nil {
+				in.WriteString("after\n")
+				in.Close()
 			}
-			if !rearm && werr == nil {
-				t.Fatal("control: without the restart sleep should see the raw -ERESTART code and fail")
+			werr := cmd.Wait()
+			if c.restart && (werr != nil || (c.prog == "cat" && out.String() != "after\n")) {
+				t.Fatalf("%s after injection: %v, output %q", c.prog, werr, out.String())
+			}
+			if !c.restart && werr == nil {
+				t.Fatalf("control: without the restart %s should see the raw -ERESTART code and fail (output %q)", c.prog, out.String())
 			}
 		})
 	}

@@ -15,8 +15,8 @@ func logFrozenInSyscall(t *testing.T, r *Regs) {
 }
 
 // noRestart forgets that the task was in a syscall: the kernel then hands
-// the raw restart code in rax to the program.
-func noRestart(r Regs) Regs {
+// the raw restart code in rax (code, as the kernel left it) to the program.
+func noRestart(r Regs, code uint64) Regs {
 	r.r.Orig_rax = ^uint64(0)
 	return r
 }

@@ -15,10 +15,10 @@ func logFrozenInSyscall(t *testing.T, r *Regs) {
 }
 
 // noRestart undoes the kernel's restart: pc after the svc, the raw
-// -ERESTART_RESTARTBLOCK in x0 as the syscall's result.
-func noRestart(r Regs) Regs {
+// -code in x0 as the syscall's result.
+func noRestart(r Regs, code uint64) Regs {
 	r.r.Pc += 4
-	r.r.Regs[0] = ^uint64(516 - 1) // -516
+	r.r.Regs[0] = -code
 	return r
 }
 
