@@ -55,12 +55,16 @@ type dumpJSON struct {
 	FrozenMS    int64 `json:"frozen_ms"`
 	Killed      bool  `json:"killed"`
 	NetLocked   bool  `json:"net_locked"`
+	// PreCopy: the rounds copied while the process ran (dump --pre-copy).
+	PreCopy *ckpt.PreCopyResult `json:"precopy,omitempty"`
+	// Externals: descriptors that led outside the tree (recorded as external).
+	Externals []ckpt.ExternalNote `json:"externals,omitempty"`
 }
 
 func dumpJSONOf(r *ckpt.DumpResult) dumpJSON {
 	return dumpJSON{jsonHead: head("dump", true), PID: r.PID, Processes: r.Processes, Threads: r.Threads,
 		BytesRaw: r.BytesRaw, BytesStored: r.BytesStored, PagesStored: r.Pages, ZeroPages: r.ZeroPages,
-		FrozenMS: r.FrozenMS, Killed: r.Killed, NetLocked: r.NetLocked}
+		FrozenMS: r.FrozenMS, Killed: r.Killed, NetLocked: r.NetLocked, PreCopy: r.PreCopy, Externals: r.Externals}
 }
 
 type restoreJSON struct {
@@ -71,11 +75,16 @@ type restoreJSON struct {
 	BytesStored int64 `json:"bytes_stored"`
 	PagesStored int64 `json:"pages_stored"`
 	DurationMS  int64 `json:"duration_ms"`
+	// Externals: where each descriptor that led outside the tree went.
+	Externals []ckpt.ExternalNote `json:"externals,omitempty"`
+	// Warnings: what could not be applied (cgroup limits).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 func restoreJSONOf(r *ckpt.RestoreResult) restoreJSON {
 	return restoreJSON{jsonHead: head("restore", true), PID: r.PID, Processes: r.Processes, Threads: r.Threads,
-		BytesStored: r.BytesRead, PagesStored: r.Pages, DurationMS: r.Duration.Milliseconds()}
+		BytesStored: r.BytesRead, PagesStored: r.Pages, DurationMS: r.Duration.Milliseconds(),
+		Externals: r.Externals, Warnings: r.Warnings}
 }
 
 type migrateJSON struct {
@@ -93,13 +102,15 @@ type migrateJSON struct {
 	Uploaded    bool   `json:"uploaded"`
 	TimeNS      bool   `json:"timens"`
 	Unconfirmed bool   `json:"unconfirmed"`
+	// PreCopy: the rounds copied while the process ran (--precopy=auto).
+	PreCopy *ckpt.PreCopyResult `json:"precopy,omitempty"`
 }
 
 func migrateJSONOf(r *transfer.MigrateResult) migrateJSON {
 	return migrateJSON{jsonHead: head("migrate", true), PID: r.PID, TargetPID: r.TargetPID, Dest: r.Dest,
 		Processes: r.Processes, Threads: r.Threads, BytesRaw: r.BytesRaw, BytesSent: r.BytesSent,
 		FrozenMS: r.FrozenMS, RestoreMS: r.RestoreMS, DurationMS: r.TotalMS, Uploaded: r.Uploaded,
-		TimeNS: r.TimeNS, Unconfirmed: r.Unconfirmed}
+		TimeNS: r.TimeNS, Unconfirmed: r.Unconfirmed, PreCopy: r.PreCopy}
 }
 
 type checkJSON struct {

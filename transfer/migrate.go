@@ -410,7 +410,6 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
 		// The dump resumed the tree already.
-		logFrom(ctx).Info("rolling back", "pid", pid, "error", oneLine(err))
 		return nil, s.rollBack(ctx, pid, err, cp, source, &o)
 	}
 	if o.Hooks[HookRollback] != "" {
@@ -602,6 +601,7 @@ func (e *InDoubtError) Unwrap() error { return e.Err }
 // already resumed the source tree; the target is told to clean up and the
 // rollback hook runs.
 func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.Checkpoint, source string, o *MigrateOptions) error {
+	logFrom(ctx).Info("rolling back", "pid", pid, "error", oneLine(cause))
 	if ctx.Err() == nil && s.frames.failed() {
 		// A write to the target failed: it may have said why it stopped
 		// reading; if not, the link is gone.

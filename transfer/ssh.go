@@ -23,9 +23,10 @@ type SSHOptions struct {
 	Options    []string      // -o KEY=VALUE, before the files as in ssh
 	// Passphrase, when set, is asked for the passphrase of an encrypted key
 	// the server accepts (never under BatchMode).
-	Passphrase func(prompt string) ([]byte, error)
+	// (Not kept in a migration's state record: a resolve asks anew.)
+	Passphrase func(prompt string) ([]byte, error) `json:"-"`
 	// Warn, when set, is told what of ssh_config relocate ignores.
-	Warn func(msg string)
+	Warn func(msg string) `json:"-"`
 }
 
 // Client is an authenticated connection to the target.
