@@ -145,6 +145,9 @@ func RestoreTx(ctx context.Context, in io.Reader, opts RestoreOptions) (*Prepare
 		return nil, err
 	}
 	cp := sh.cp
+	for _, l := range sh.locks {
+		l.Persist() // a frozen copy keeps its locks whatever happens to us
+	}
 	p := &Prepared{Result: res, sh: sh, Held: &Held{Reap: sh.init == nil}}
 	for _, rs := range sh.order {
 		start, err := StartTime(rs.host)

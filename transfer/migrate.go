@@ -574,7 +574,10 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 	if ctx.Err() != nil {
 		reason = "interrupted at the source"
 	}
-	if !s.abort(reason) {
+	// A target that reported its own failure has cleaned up already.
+	var te *targetError
+	reported := errors.As(cause, &te)
+	if !s.abort(reason) && !reported {
 		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s\n", pid, s.id, s.client.Dest)
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {
