@@ -38,7 +38,10 @@ type RestoreOptions struct {
 	TimeNS bool
 	// BeforeNet, if set, runs before the image's sockets are created (a
 	// migration's pre-restore hook brings the service address up there).
-	BeforeNet func(cp *Checkpoint) error
+	// The undo it returns, if any, runs if the restore is given up, after
+	// the tree is gone and before its network locks are lifted (so that
+	// the peers meet silence, not a host that resets them).
+	BeforeNet func(cp *Checkpoint) (undo func() error, err error)
 }
 
 // RestoreResult summarises a restore.
@@ -241,7 +244,7 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 	})
 	if err != nil {
 		sh.closeFiles()
-		return nil, nil, err
+		return nil, nil, errors.Join(err, sh.undoErrs)
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
 		Pages: sh.pages, Duration: time.Since(start)}
@@ -333,15 +336,18 @@ func pidHolder(pid int) string {
 
 // shared is what the restore of every process of an image uses.
 type shared struct {
-	cp    *Checkpoint
-	r     *image.Reader
-	opts  RestoreOptions
-	hold  bool // RestoreTx: stop before resuming
-	stub  *remote
-	pages int64
-	blobs map[uint32]*blobSink
-	procs map[int]*restorer
-	order []*restorer // parents before children, as in the image
+	cp   *Checkpoint
+	r    *image.Reader
+	opts RestoreOptions
+	hold bool // RestoreTx: stop before resuming
+	// undo takes back what ran for the restore (a hook), if it is given up
+	undo     undoList
+	undoErrs error
+	stub     *remote
+	pages    int64
+	blobs    map[uint32]*blobSink
+	procs    map[int]*restorer
+	order    []*restorer // parents before children, as in the image
 	// open files of the restorer to close at the end
 	toClose []int
 	// the restorer's descriptor for each file of the image
@@ -399,6 +405,7 @@ func (sh *shared) abort() {
 	if sh.init != nil {
 		sh.init.killInit()
 	}
+	sh.undoErrs = sh.undo.run()
 	_ = sh.unlockOwn()
 }
 
@@ -477,7 +484,11 @@ func (sh *shared) run(ctx context.Context) error {
 		return err
 	}
 	if sh.opts.BeforeNet != nil {
-		if err := sh.opts.BeforeNet(sh.cp); err != nil {
+		undo, err := sh.opts.BeforeNet(sh.cp)
+		if undo != nil {
+			sh.undo.push(undo)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -131,6 +131,6 @@ func (sh *shared) killRestored() error {
 		}
 	}
 	sh.closeFiles()
-	errs = append(errs, sh.unlockOwn())
+	errs = append(errs, sh.undo.run(), sh.unlockOwn())
 	return errors.Join(errs...)
 }

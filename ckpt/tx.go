@@ -327,14 +327,22 @@ func (h *Held) Kill(unlock bool) error {
 		unix.Close(fd)
 	}
 	if unlock {
-		for _, name := range h.Locks {
-			errs = append(errs, sock.UnlockTable(name))
-		}
+		errs = append(errs, h.Unlock())
 	}
 	return errors.Join(errs...)
 }
 
-// tcpDuplicates takes a duplicate of each TCP socket pid holds.
+// Unlock lifts the tree's network locks.
+func (h *Held) Unlock() error {
+	var errs []error
+	for _, name := range h.Locks {
+		errs = append(errs, sock.UnlockTable(name))
+	}
+	return errors.Join(errs...)
+}
+
+// tcpDuplicates takes a duplicate of each TCP socket pid holds, but its
+// listeners.
 func tcpDuplicates(pid, pidfd int) []int {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -354,8 +362,10 @@ func tcpDuplicates(pid, pidfd int) []int {
 		if err != nil {
 			continue
 		}
-		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || typ != unix.IPPROTO_TCP {
-			unix.Close(fd)
+		typ, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		listening, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err1 != nil || err2 != nil || typ != unix.IPPROTO_TCP || listening != 0 {
+			unix.Close(fd) // a listener sends nothing when it closes
 			continue
 		}
 		out = append(out, fd)

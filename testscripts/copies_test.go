@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,15 @@ func hostState(initPID, hpid int) string {
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 || i+2 >= len(b) {
 		return "none"
+	}
+	f := strings.Fields(string(b[i+2:]))
+	// A process being killed (PF_EXITING in flags, field 9) runs no code
+	// of its own any more, though its state may read R.
+	const pfExiting = 0x4
+	if len(f) > 6 {
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfExiting != 0 {
+			return "none"
+		}
 	}
 	switch b[i+2] {
 	case 'Z', 'X':
@@ -118,10 +129,13 @@ func (w *watcher) run(src, dst, hpid int) {
 			return
 		case <-tick.C:
 		}
-		a, b := hostState(src, hpid), hostState(dst, hpid)
+		// src, dst, src again: two reads of one host around the other's,
+		// so that a hand-over between the reads (src killed after dst
+		// resumed) cannot pass for an overlap.
+		a, b, a2 := hostState(src, hpid), hostState(dst, hpid), hostState(src, hpid)
 		w.mu.Lock()
 		w.samples++
-		if a == "running" && b == "running" {
+		if a == "running" && b == "running" && a2 == "running" {
 			w.both++
 			w.when = append(w.when, time.Now().Format("15:04:05.000"))
 		}

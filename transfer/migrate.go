@@ -105,6 +105,7 @@ type session struct {
 	errDone  chan struct{} // the target's stderr is drained
 	beats    chan struct{} // closed to stop the heartbeats
 	id       string        // the migration's, once it has one
+	prepared bool          // the target said READY: it holds a frozen copy
 	idle     time.Duration // the longest silence await accepts (0: any)
 	lastDiag *lineTail     // the target's last stderr line, for errors
 	started  bool          // relocate receive runs (and removes its upload)
@@ -408,6 +409,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		return nil, rollback(err)
 	}
 	ready := m
+	s.prepared = true
 	flt.at("ready")
 	if err := ctx.Err(); err != nil {
 		return nil, rollback(err)
@@ -577,7 +579,9 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 	// A target that reported its own failure has cleaned up already.
 	var te *targetError
 	reported := errors.As(cause, &te)
-	if !s.abort(reason) && !reported {
+	// Before READY a target never holds a copy that outlives it (a
+	// half-restored tree dies with its relocate).
+	if !s.abort(reason) && !reported && s.prepared {
 		fmt.Fprintf(o.Stderr, "relocate: warning: the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s\n", pid, s.id, s.client.Dest)
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {

@@ -104,19 +104,6 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 	var env []string
 	var cp *ckpt.Checkpoint
 	undo := ""
-	opts := ckpt.RestoreOptions{
-		TimeNS: h.TimeNS,
-		PIDNS:  h.PIDNS,
-		BeforeNet: func(c *ckpt.Checkpoint) error {
-			cp = c
-			env = hookEnv(HookPreRestore, c, h.Source, target)
-			if err := runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], env, errw); err != nil {
-				return err
-			}
-			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
-			return nil
-		},
-	}
 	runUndo := func() error {
 		if undo == "" {
 			return nil
@@ -124,10 +111,22 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		uenv := append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo)
 		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
 	}
+	opts := ckpt.RestoreOptions{
+		TimeNS: h.TimeNS,
+		PIDNS:  h.PIDNS,
+		BeforeNet: func(c *ckpt.Checkpoint) (func() error, error) {
+			cp = c
+			env = hookEnv(HookPreRestore, c, h.Source, target)
+			if err := runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], env, errw); err != nil {
+				return nil, err
+			}
+			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
+			return runUndo, nil
+		},
+	}
 	flt.at("restore")
 	p, err := ckpt.RestoreTx(ctx, fr, opts)
 	if err != nil {
-		err = errors.Join(err, runUndo())
 		var ab *abortedError
 		if errors.As(err, &ab) {
 			_ = mw.send(message{Type: msgAborted}) // cleaned up: the source may resume
@@ -141,13 +140,13 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 	}
 	l, _, err := lockRecord(h.ID)
 	if err != nil {
-		return fail(errors.Join(err, p.Abort(), runUndo()))
+		return fail(errors.Join(err, p.Abort()))
 	}
 	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Held: p.Held, PID: p.Result.PID, Other: h.Source,
 		Holder: os.Getpid(), HolderStart: selfStart(), Deadline: time.Now().Add(commitWait), Undo: undo, Env: env}
 	if err := l.save(rec); err != nil {
 		l.unlock()
-		return fail(errors.Join(err, p.Abort(), runUndo()))
+		return fail(errors.Join(err, p.Abort()))
 	}
 	l.unlock()
 	res := p.Result
@@ -200,7 +199,7 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		commit = false
 	}
 	if !commit {
-		err := errors.Join(p.Abort(), runUndo(), l.remove())
+		err := errors.Join(p.Abort(), l.remove())
 		_ = mw.send(message{Type: msgAborted})
 		if err != nil {
 			return err
@@ -299,10 +298,13 @@ func settleTarget(ctx context.Context, id, decision string, errw io.Writer) (str
 	case tgtPrepared:
 		return msgReady, nil
 	}
-	err = r.Held.Kill(true)
+	// The undo hook (the service address down) runs while the copy's
+	// locks still hold its peers off, then the locks go.
+	err = r.Held.Kill(false)
 	if r.Undo != "" {
 		err = errors.Join(err, runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, r.Undo, r.Env, errw))
 	}
+	err = errors.Join(err, r.Held.Unlock())
 	return msgAborted, errors.Join(err, l.remove())
 }
 
