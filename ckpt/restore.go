@@ -42,6 +42,11 @@ type RestoreOptions struct {
 	// the tree is gone and before its network locks are lifted (so that
 	// the peers meet silence, not a host that resets them).
 	BeforeNet func(cp *Checkpoint) (undo func() error, err error)
+	// Holding, with RestoreTx, runs once the tree is complete, just before
+	// it is held for good: until then a relocate that dies takes the tree
+	// with it, so a record of it written here never names a tree that is
+	// not there. An error gives the restore up.
+	Holding func(h *Held) error
 }
 
 // RestoreResult summarises a restore.
@@ -147,29 +152,31 @@ func RestoreTx(ctx context.Context, in io.Reader, opts RestoreOptions) (*Prepare
 	if err != nil {
 		return nil, err
 	}
-	cp := sh.cp
-	for _, l := range sh.locks {
-		l.Persist() // a frozen copy keeps its locks whatever happens to us
-	}
-	p := &Prepared{Result: res, sh: sh, Held: &Held{Reap: sh.init == nil}}
+	return &Prepared{Result: res, sh: sh, Held: sh.held}, nil
+}
+
+// heldTree describes the restored tree for Held: PIDs as seen here with
+// their start times, and the lock tables this restore installed (a
+// migration restores on another host than the dump's: each of the
+// image's locks is ours).
+func (sh *shared) heldTree() (*Held, error) {
+	h := &Held{Reap: sh.init == nil}
 	for _, rs := range sh.order {
 		start, err := StartTime(rs.host)
 		if err != nil {
-			return nil, errors.Join(&ProcessError{PID: rs.p.PID, Err: err}, p.Abort())
+			return nil, &ProcessError{PID: rs.p.PID, Err: err}
 		}
-		p.Held.Procs = append(p.Held.Procs, HeldProc{PID: rs.host, Start: start, Stopped: rs.p.Stopped != 0})
+		h.Procs = append(h.Procs, HeldProc{PID: rs.host, Start: start, Stopped: rs.p.Stopped != 0})
 	}
-	// The tables lockNet installed (a migration restores on another
-	// host than the dump's: each of the image's locks is ours).
 	for name, conns := range sh.netConns() {
 		if len(conns) > 0 {
-			p.Held.Locks = append(p.Held.Locks, name)
+			h.Locks = append(h.Locks, name)
 		}
 	}
 	if sh.listenLock != nil {
-		p.Held.Locks = append(p.Held.Locks, listenLockName(cp.Root))
+		h.Locks = append(h.Locks, listenLockName(sh.cp.Root))
 	}
-	return p, nil
+	return h, nil
 }
 
 // Prepared is a restored tree held frozen (RestoreTx).
@@ -343,6 +350,7 @@ type shared struct {
 	// undo takes back what ran for the restore (a hook), if it is given up
 	undo     undoList
 	undoErrs error
+	held     *Held // RestoreTx: the tree once held
 	stub     *remote
 	pages    int64
 	blobs    map[uint32]*blobSink
@@ -963,6 +971,21 @@ func (sh *shared) resume() error {
 			}
 			sh.pidfds = append(sh.pidfds, fd)
 		}
+		// Still ours (a relocate that dies kills them: PTRACE_O_EXITKILL):
+		// let the caller record the tree before it is held for good.
+		h, err := sh.heldTree()
+		if err != nil {
+			return err
+		}
+		if sh.opts.Holding != nil {
+			if err := sh.opts.Holding(h); err != nil {
+				return err
+			}
+		}
+		for _, l := range sh.locks {
+			l.Persist() // a frozen copy keeps its locks whatever happens to us
+		}
+		sh.held = h
 	}
 	for _, rs := range sh.order {
 		if sig := unix.Signal(rs.p.Stopped); sig != 0 && !isStopSignal(sig) {

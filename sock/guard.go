@@ -2,6 +2,8 @@ package sock
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // A lock table must not outlive a relocate killed in the middle of its
@@ -32,13 +35,14 @@ var guard struct {
 	failed bool
 }
 
-// guardSend tells the guard to keep ("+name") or forget ("-name") a table;
+// guardSend tells the guard to delete ("+name") or forget ("-name") a
+// table, or to run ("!json") or forget ("~id") a hook, if relocate dies;
 // the guard is started on first use. Best effort: without it, a table of a
 // killed relocate stays (as it always did), to be deleted by hand.
 func guardSend(line string) {
 	guard.mu.Lock()
 	defer guard.mu.Unlock()
-	if guard.w == nil && !guard.failed && strings.HasPrefix(line, "+") {
+	if guard.w == nil && !guard.failed && (strings.HasPrefix(line, "+") || strings.HasPrefix(line, "!")) {
 		guard.w, guard.failed = startGuard(), true
 	}
 	if guard.w != nil {
@@ -76,15 +80,41 @@ func GuardMain() bool {
 	}
 	signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE)
 	kept := map[string]bool{}
+	hooks := map[string]guardedHook{}
+	var order []string
 	sc := bufio.NewScanner(os.Stdin)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		name := strings.TrimLeft(line, "+-")
-		switch {
-		case strings.HasPrefix(line, "+"):
-			kept[name] = true
-		case strings.HasPrefix(line, "-"):
-			delete(kept, name)
+		if line == "" {
+			continue
+		}
+		arg := line[1:]
+		switch line[0] {
+		case '+':
+			kept[arg] = true
+		case '-':
+			delete(kept, arg)
+		case '!':
+			var h guardedHook
+			if json.Unmarshal([]byte(arg), &h) == nil {
+				hooks[h.ID] = h
+				order = append(order, h.ID)
+			}
+		case '~':
+			delete(hooks, arg)
+		}
+	}
+	// The hooks first (a service address taken down again), newest first,
+	// while the locks still hold the peers off; then the locks.
+	for i := len(order) - 1; i >= 0; i-- {
+		if h, ok := hooks[order[i]]; ok {
+			delete(hooks, order[i])
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			c := exec.CommandContext(ctx, "/bin/sh", "-c", h.Command)
+			c.Env = append(os.Environ(), h.Env...)
+			_ = c.Run()
+			cancel()
 		}
 	}
 	for name := range kept {
@@ -94,6 +124,27 @@ func GuardMain() bool {
 	}
 	return true
 }
+
+// guardedHook is a command the guard runs if relocate dies first.
+type guardedHook struct {
+	ID      string   `json:"id"`
+	Command string   `json:"command"`
+	Env     []string `json:"env"`
+}
+
+// GuardHook has the guard run command (sh -c, with env added) if this
+// process dies before GuardForget(id): the undo of a hook that changed
+// the world (a service address moved) for a migration that a SIGKILL cut
+// short.
+func GuardHook(id, command string, env []string) {
+	b, err := json.Marshal(guardedHook{ID: id, Command: command, Env: env})
+	if err == nil && !strings.ContainsAny(string(b), "\n") {
+		guardSend("!" + string(b))
+	}
+}
+
+// GuardForget cancels GuardHook(id).
+func GuardForget(id string) { guardSend("~" + id) }
 
 // Persist makes the lock outlive this process: it stays until
 // UnlockTable. Safe on nil.

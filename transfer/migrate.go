@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/sock"
 )
 
 // MigrateOptions tune Migrate.
@@ -367,6 +368,11 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		Unlock:         true,
 		Frozen: func(c *ckpt.Checkpoint) error {
 			cp = c
+			if rb := o.Hooks[HookRollback]; rb != "" {
+				// If this relocate dies before its decision (the tree
+				// runs on when ptrace ends), its guard runs the rollback.
+				sock.GuardHook(id+"-rollback", rb, hookEnv(HookRollback, c, source, s.client.Dest))
+			}
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
 	}
@@ -377,6 +383,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		}
 		s.frames.fault, s.frames.prog = flt, o.Progress
 	}
+	defer sock.GuardForget(id + "-rollback") // whatever the outcome, this relocate saw to it
 	flt.at("before-stream")
 	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
@@ -435,6 +442,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	if err := l.save(rec); err != nil {
 		return nil, rollback(err)
 	}
+	sock.GuardForget(id + "-rollback") // the record has it now: a held copy must not be rolled back blindly
 	if _, err := f.Hold(); err != nil {
 		_ = l.remove()
 		return nil, rollback(err)

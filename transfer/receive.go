@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/sock"
 )
 
 // Receive is the target side of a migration (`relocate receive`, started
@@ -121,12 +122,42 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 				return nil, err
 			}
 			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
-			return runUndo, nil
+			if undo != "" {
+				// If this relocate dies before the copy is held and recorded.
+				sock.GuardHook(h.ID+"-undo", undo, append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo))
+			}
+			return func() error { defer sock.GuardForget(h.ID + "-undo"); return runUndo() }, nil
 		},
+	}
+	commitWait := time.Duration(h.CommitMS) * time.Millisecond
+	if commitWait <= 0 {
+		commitWait = defaultCommitWait
+	}
+	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Other: h.Source,
+		Holder: os.Getpid(), HolderStart: selfStart()}
+	opts.Holding = func(held *ckpt.Held) error {
+		l, _, err := lockRecord(h.ID)
+		if err != nil {
+			return err
+		}
+		defer l.unlock()
+		rec.Held, rec.PID, rec.Undo, rec.Env = held, held.Procs[0].PID, undo, env
+		rec.Deadline = time.Now().Add(commitWait)
+		if err := l.save(rec); err != nil {
+			return err
+		}
+		sock.GuardForget(h.ID + "-undo") // the record has it now
+		return nil
 	}
 	flt.at("restore")
 	p, err := ckpt.RestoreTx(ctx, fr, opts)
 	if err != nil {
+		if rec.Held != nil {
+			if l, _, lerr := lockRecord(h.ID); lerr == nil {
+				_ = l.remove()
+				l.unlock()
+			}
+		}
 		var ab *abortedError
 		if errors.As(err, &ab) {
 			_ = mw.send(message{Type: msgAborted}) // cleaned up: the source may resume
@@ -134,21 +165,6 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		}
 		return fail(err)
 	}
-	commitWait := time.Duration(h.CommitMS) * time.Millisecond
-	if commitWait <= 0 {
-		commitWait = defaultCommitWait
-	}
-	l, _, err := lockRecord(h.ID)
-	if err != nil {
-		return fail(errors.Join(err, p.Abort()))
-	}
-	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Held: p.Held, PID: p.Result.PID, Other: h.Source,
-		Holder: os.Getpid(), HolderStart: selfStart(), Deadline: time.Now().Add(commitWait), Undo: undo, Env: env}
-	if err := l.save(rec); err != nil {
-		l.unlock()
-		return fail(errors.Join(err, p.Abort()))
-	}
-	l.unlock()
 	res := p.Result
 	ready := message{Type: msgReady, PID: res.PID, Processes: res.Processes, Threads: res.Threads,
 		BytesRead: res.BytesRead, RestoreMS: res.Duration.Milliseconds(), TimeNSUsed: h.TimeNS}
