@@ -26,7 +26,7 @@ func init() {
 
 // hostState returns how process hpid stands on the host whose init is
 // initPID: "running", "frozen" (stopped or traced) or "none", read through
-// the host's own /proc (one file: cheap enough to sample every 5 ms).
+// the host's own /proc (cheap enough to sample every 5 ms).
 func hostState(initPID, hpid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/stat", initPID, hpid))
 	if err != nil {
@@ -50,6 +50,16 @@ func hostState(initPID, hpid int) string {
 		return "none"
 	case 'T', 't':
 		return "frozen"
+	}
+	// A traced process runs no code of its own: relocate holds it (a
+	// dump reading it, a restore building it) and runs only the
+	// syscalls it injects, so its state may read R.
+	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/status", initPID, hpid)); err == nil {
+		if j := bytes.Index(st, []byte("\nTracerPid:")); j >= 0 {
+			if f := strings.Fields(string(st[j+len("\nTracerPid:"):])); len(f) > 0 && f[0] != "0" {
+				return "frozen"
+			}
+		}
 	}
 	return "running"
 }
