@@ -152,7 +152,11 @@ func RestoreTx(ctx context.Context, in io.Reader, opts RestoreOptions) (*Prepare
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{Result: res, sh: sh, Held: sh.held}, nil
+	p := &Prepared{Result: res, sh: sh, Held: sh.held}
+	if err := sh.held.waitStopped(); err != nil {
+		return nil, errors.Join(err, p.Abort())
+	}
+	return p, nil
 }
 
 // heldTree describes the restored tree for Held: PIDs as seen here with

@@ -167,11 +167,58 @@ func (f *Frozen) Hold() (*Held, error) {
 	f.tr.Close()
 	f.tr = nil
 	f.held = h
+	if err == nil {
+		err = h.waitStopped()
+	}
 	if err != nil {
 		// Whatever was stopped must not stay so.
 		return nil, errors.Join(err, h.Resume())
 	}
 	return h, nil
+}
+
+// waitStopped waits until every thread of the tree sits in its group stop.
+// Let go by ptrace with the SIGSTOP pending, a thread runs no instruction
+// of its own before it stops, but it is runnable (R) until it got a CPU to
+// stop on: a busy machine takes milliseconds. Whoever decides on the
+// strength of the hold (a commit) waits until it is plain to see.
+func (h *Held) waitStopped() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range h.Procs {
+		for {
+			if allStopped(p.PID) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return &ProcessError{PID: p.PID, Err: errors.New("did not stop within 5 s of its SIGSTOP")}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// allStopped reports whether every thread of pid is stopped (T), or pid
+// is gone.
+func allStopped(pid int) bool {
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, t := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		if b[i+2] != 'T' && b[i+2] != 'Z' && b[i+2] != 'X' {
+			return false
+		}
+	}
+	return true
 }
 
 // Plan returns what Hold will make of the tree, without touching it: a
