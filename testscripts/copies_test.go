@@ -51,15 +51,31 @@ func hostState(initPID, hpid int) string {
 	case 'T', 't':
 		return "frozen"
 	}
-	// A traced process runs no code of its own: relocate holds it (a
-	// dump reading it, a restore building it) and runs only the
-	// syscalls it injects, so its state may read R.
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/status", initPID, hpid)); err == nil {
-		if j := bytes.Index(st, []byte("\nTracerPid:")); j >= 0 {
-			if f := strings.Fields(string(st[j+len("\nTracerPid:"):])); len(f) > 0 && f[0] != "0" {
-				return "frozen"
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/status", initPID, hpid))
+	if err != nil {
+		return "none"
+	}
+	field := func(name string) string {
+		if j := bytes.Index(st, []byte("\n"+name+":")); j >= 0 {
+			if f := strings.Fields(string(st[j+len(name)+2:])); len(f) > 0 {
+				return f[0]
 			}
 		}
+		return ""
+	}
+	// A SIGKILLed process runs no code of its own any more, though it
+	// reads R until it got a CPU to die on.
+	const sigkill = 1 << (9 - 1)
+	for _, k := range []string{"SigPnd", "ShdPnd"} {
+		if m, err := strconv.ParseUint(field(k), 16, 64); err == nil && m&sigkill != 0 {
+			return "none"
+		}
+	}
+	// A traced process runs no code of its own either: relocate holds it
+	// (a dump reading it, a restore building it) and runs only the
+	// syscalls it injects, so its state may read R.
+	if tp := field("TracerPid"); tp != "" && tp != "0" {
+		return "frozen"
 	}
 	return "running"
 }
