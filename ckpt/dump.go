@@ -439,6 +439,8 @@ func (t *tree) kill(unlock bool) (netLocked bool, err error) {
 		errs = append(errs, d.releaseNet(false))
 		if unlock {
 			errs = append(errs, d.lock.Unlock())
+		} else {
+			d.lock.Persist() // the connections wait for the restore
 		}
 	}
 	// Its System V segments moved with it.

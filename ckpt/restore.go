@@ -41,7 +41,15 @@ type RestoreOptions struct {
 	TimeNS bool
 	// BeforeNet, if set, runs before the image's sockets are created (a
 	// migration's pre-restore hook brings the service address up there).
-	BeforeNet func(cp *Checkpoint) error
+	// The undo it returns, if any, runs if the restore is given up, after
+	// the tree is gone and before its network locks are lifted (so that
+	// the peers meet silence, not a host that resets them).
+	BeforeNet func(cp *Checkpoint) (undo func() error, err error)
+	// Holding, with RestoreTx, runs once the tree is complete, just before
+	// it is held for good: until then a relocate that dies takes the tree
+	// with it, so a record of it written here never names a tree that is
+	// not there. An error gives the restore up.
+	Holding func(h *Held) error
 	// External says where descriptors that led outside the tree go
 	// (FileExternal); without a rule that matches, /dev/null.
 	External []ExternalRule
@@ -195,26 +203,35 @@ func RestoreTx(ctx context.Context, in io.Reader, opts RestoreOptions) (*Prepare
 	if err != nil {
 		return nil, err
 	}
-	cp := sh.cp
-	p := &Prepared{Result: res, sh: sh, Held: &Held{Reap: sh.init == nil}}
+	p := &Prepared{Result: res, sh: sh, Held: sh.held}
+	if err := sh.held.waitStopped(); err != nil {
+		return nil, errors.Join(err, p.Abort())
+	}
+	return p, nil
+}
+
+// heldTree describes the restored tree for Held: PIDs as seen here with
+// their start times, and the lock tables this restore installed (a
+// migration restores on another host than the dump's: each of the
+// image's locks is ours).
+func (sh *shared) heldTree() (*Held, error) {
+	h := &Held{Reap: sh.init == nil}
 	for _, rs := range sh.order {
 		start, err := StartTime(rs.host)
 		if err != nil {
-			return nil, errors.Join(&ProcessError{PID: rs.p.PID, Err: err}, p.Abort())
+			return nil, &ProcessError{PID: rs.p.PID, Err: err}
 		}
-		p.Held.Procs = append(p.Held.Procs, HeldProc{PID: rs.host, Start: start, Stopped: rs.p.Stopped != 0})
+		h.Procs = append(h.Procs, HeldProc{PID: rs.host, Start: start, Stopped: rs.p.Stopped != 0})
 	}
-	// The tables lockNet installed (a migration restores on another
-	// host than the dump's: each of the image's locks is ours).
 	for name, conns := range sh.netConns() {
 		if len(conns) > 0 {
-			p.Held.Locks = append(p.Held.Locks, name)
+			h.Locks = append(h.Locks, name)
 		}
 	}
 	if sh.listenLock != nil {
-		p.Held.Locks = append(p.Held.Locks, listenLockName(cp.Root))
+		h.Locks = append(h.Locks, listenLockName(sh.cp.Root))
 	}
-	return p, nil
+	return h, nil
 }
 
 // Prepared is a restored tree held frozen (RestoreTx).
@@ -265,7 +282,7 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 	if err != nil {
 		return nil, nil, err
 	}
-	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, held: held}
+	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, precopied: held}
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]
@@ -296,7 +313,7 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 	})
 	if err != nil {
 		sh.closeFiles()
-		return nil, nil, err
+		return nil, nil, errors.Join(err, sh.undoErrs)
 	}
 	res := &RestoreResult{PID: sh.procs[cp.Root].host, Processes: len(cp.Processes), Threads: threads, BytesRead: r.Offset(),
 		Pages: sh.pages, Duration: time.Since(start), Externals: sh.notes, Warnings: sh.warnings}
@@ -378,15 +395,19 @@ func pidHolder(pid int) string {
 
 // shared is what the restore of every process of an image uses.
 type shared struct {
-	cp    *Checkpoint
-	r     *image.Reader
-	opts  RestoreOptions
-	hold  bool // RestoreTx: stop before resuming
-	stub  *remote
-	pages int64
-	blobs map[uint32]*blobSink
-	procs map[int]*restorer
-	order []*restorer // parents before children, as in the image
+	cp   *Checkpoint
+	r    *image.Reader
+	opts RestoreOptions
+	hold bool // RestoreTx: stop before resuming
+	// undo takes back what ran for the restore (a hook), if it is given up
+	undo     undoList
+	undoErrs error
+	held     *Held // RestoreTx: the tree once held
+	stub     *remote
+	pages    int64
+	blobs    map[uint32]*blobSink
+	procs    map[int]*restorer
+	order    []*restorer // parents before children, as in the image
 	// open files of the restorer to close at the end
 	toClose []int
 	// the restorer's descriptor for each file of the image
@@ -422,7 +443,7 @@ type shared struct {
 	// warnings: what could not be applied (cgroup limits), for the user
 	warnings []string
 	// pages of a pre-copy, read before the metadata
-	held *heldPages
+	precopied *heldPages
 }
 
 // restorer rebuilds one process.
@@ -462,6 +483,7 @@ func (sh *shared) abort() {
 		sh.init.killInit()
 	}
 	sh.detachSysV(true)
+	sh.undoErrs = sh.undo.run()
 	_ = sh.unlockOwn()
 }
 
@@ -538,7 +560,11 @@ func (sh *shared) run(ctx context.Context) error {
 		return err
 	}
 	if sh.opts.BeforeNet != nil {
-		if err := sh.opts.BeforeNet(sh.cp); err != nil {
+		undo, err := sh.opts.BeforeNet(sh.cp)
+		if undo != nil {
+			sh.undo.push(undo)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -1011,6 +1037,21 @@ func (sh *shared) resume() error {
 			}
 			sh.pidfds = append(sh.pidfds, fd)
 		}
+		// Still ours (a relocate that dies kills them: PTRACE_O_EXITKILL):
+		// let the caller record the tree before it is held for good.
+		h, err := sh.heldTree()
+		if err != nil {
+			return err
+		}
+		if sh.opts.Holding != nil {
+			if err := sh.opts.Holding(h); err != nil {
+				return err
+			}
+		}
+		for _, l := range sh.locks {
+			l.Persist() // a frozen copy keeps its locks whatever happens to us
+		}
+		sh.held = h
 	}
 	for _, rs := range sh.order {
 		if sig := unix.Signal(rs.p.Stopped); sig != 0 && !isStopSignal(sig) {

@@ -132,6 +132,6 @@ func (sh *shared) killRestored() error {
 		}
 	}
 	sh.closeFiles()
-	errs = append(errs, sh.unlockOwn())
+	errs = append(errs, sh.undo.run(), sh.unlockOwn())
 	return errors.Join(errs...)
 }

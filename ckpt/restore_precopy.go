@@ -44,7 +44,7 @@ func (h *heldPages) add(p *image.Pages) error {
 // Workers write disjoint 2 MiB blocks in parallel: the first touch of
 // fresh memory is what a restore waits for most.
 func (sh *shared) writeHeld() error {
-	if sh.held == nil {
+	if sh.precopied == nil {
 		return nil
 	}
 	type piece struct {
@@ -54,7 +54,7 @@ func (sh *shared) writeHeld() error {
 	}
 	workers := runtime.GOMAXPROCS(0)
 	queues := make([][]piece, workers)
-	for _, h := range sh.held.runs {
+	for _, h := range sh.precopied.runs {
 		rs := sh.procs[h.pid]
 		if rs == nil {
 			continue
@@ -91,6 +91,6 @@ func (sh *shared) writeHeld() error {
 		}()
 	}
 	wg.Wait()
-	sh.held = nil
+	sh.precopied = nil
 	return errors.Join(errs...)
 }

@@ -148,6 +148,7 @@ func (f *Frozen) Hold() (*Held, error) {
 			}
 		}
 		for _, d := range f.t.procs {
+			d.lock.Persist()
 			errs = append(errs, d.release())
 			// The duplicates go; Held.Kill takes new ones.
 			for _, t := range d.tcp {
@@ -158,6 +159,7 @@ func (f *Frozen) Hold() (*Held, error) {
 		return errors.Join(errs...)
 	})
 	if f.ls != nil && f.ls.lock != nil {
+		f.ls.lock.Persist()
 		f.ls.lock = nil // the held record owns it now
 		_ = f.ls.release()
 		f.ls = nil
@@ -165,11 +167,58 @@ func (f *Frozen) Hold() (*Held, error) {
 	f.tr.Close()
 	f.tr = nil
 	f.held = h
+	if err == nil {
+		err = h.waitStopped()
+	}
 	if err != nil {
 		// Whatever was stopped must not stay so.
 		return nil, errors.Join(err, h.Resume())
 	}
 	return h, nil
+}
+
+// waitStopped waits until every thread of the tree sits in its group stop.
+// Let go by ptrace with the SIGSTOP pending, a thread runs no instruction
+// of its own before it stops, but it is runnable (R) until it got a CPU to
+// stop on: a busy machine takes milliseconds. Whoever decides on the
+// strength of the hold (a commit) waits until it is plain to see.
+func (h *Held) waitStopped() error {
+	deadline := time.Now().Add(5 * time.Second)
+	for _, p := range h.Procs {
+		for {
+			if allStopped(p.PID) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return &ProcessError{PID: p.PID, Err: errors.New("did not stop within 5 s of its SIGSTOP")}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// allStopped reports whether every thread of pid is stopped (T), or pid
+// is gone.
+func allStopped(pid int) bool {
+	tids, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true
+	}
+	for _, t := range tids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		if b[i+2] != 'T' && b[i+2] != 'Z' && b[i+2] != 'X' {
+			return false
+		}
+	}
+	return true
 }
 
 // Plan returns what Hold will make of the tree, without touching it: a
@@ -237,9 +286,26 @@ func (h *Held) Alive() bool {
 }
 
 // Resume lets the tree run: locks lifted, then every process not stopped
-// before relocate came continued.
+// before relocate came continued. A socket a killed relocate left in
+// repair mode (see Kill) is taken out of it first.
 func (h *Held) Resume() error {
 	var errs []error
+	for _, p := range h.Procs {
+		if !p.same() {
+			continue
+		}
+		pidfd, err := unix.PidfdOpen(p.PID, 0)
+		if err != nil {
+			continue
+		}
+		for _, fd := range tcpDuplicates(p.PID, pidfd) {
+			if on, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR); err == nil && on == 1 {
+				errs = append(errs, setRepair(fd, tcpRepairOffNoWP))
+			}
+			unix.Close(fd)
+		}
+		unix.Close(pidfd)
+	}
 	for _, name := range h.Locks {
 		errs = append(errs, sock.UnlockTable(name))
 	}
@@ -254,10 +320,22 @@ func (h *Held) Resume() error {
 	return errors.Join(errs...)
 }
 
-// Kill ends the tree without a word on its connections: the packets stay
-// dropped while it dies, and each TCP socket's last reference (a duplicate
-// taken here) is closed in repair mode. The locks are lifted afterwards if
-// unlock (their connections live elsewhere now).
+// tcpRepairOffNoWP is TCP_REPAIR_OFF_NO_WP (include/uapi/linux/tcp.h):
+// repair off without the window probe TCP_REPAIR_OFF sends.
+const tcpRepairOffNoWP = -1
+
+func setRepair(fd, v int) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, v); err != nil {
+		return fmt.Errorf("TCP_REPAIR %d: %w", v, err)
+	}
+	return nil
+}
+
+// Kill ends the tree without a word on its connections: each TCP socket
+// is put in repair mode (through a duplicate) while the tree is still
+// stopped, the tree is killed, and the duplicates, the sockets' last
+// references, are closed, which in repair mode sends nothing. The locks
+// are lifted afterwards if unlock (their connections live elsewhere now).
 func (h *Held) Kill(unlock bool) error {
 	var errs []error
 	var dups []int
@@ -271,7 +349,12 @@ func (h *Held) Kill(unlock bool) error {
 			continue // gone meanwhile
 		}
 		pidfds = append(pidfds, pidfd)
-		dups = append(dups, tcpDuplicates(p.PID, pidfd)...)
+		for _, fd := range tcpDuplicates(p.PID, pidfd) {
+			if err := setRepair(fd, unix.TCP_REPAIR_ON); err != nil {
+				errs = append(errs, &ProcessError{PID: p.PID, Err: err})
+			}
+			dups = append(dups, fd)
+		}
 	}
 	for _, fd := range pidfds {
 		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -288,18 +371,25 @@ func (h *Held) Kill(unlock bool) error {
 		_, _ = unix.Wait4(h.Procs[0].PID, &ws, unix.WALL|unix.WNOHANG, nil)
 	}
 	for _, fd := range dups {
-		_ = sock.RepairOn(fd)
 		unix.Close(fd)
 	}
 	if unlock {
-		for _, name := range h.Locks {
-			errs = append(errs, sock.UnlockTable(name))
-		}
+		errs = append(errs, h.Unlock())
 	}
 	return errors.Join(errs...)
 }
 
-// tcpDuplicates takes a duplicate of each TCP socket pid holds.
+// Unlock lifts the tree's network locks.
+func (h *Held) Unlock() error {
+	var errs []error
+	for _, name := range h.Locks {
+		errs = append(errs, sock.UnlockTable(name))
+	}
+	return errors.Join(errs...)
+}
+
+// tcpDuplicates takes a duplicate of each TCP socket pid holds, but its
+// listeners.
 func tcpDuplicates(pid, pidfd int) []int {
 	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
@@ -319,8 +409,10 @@ func tcpDuplicates(pid, pidfd int) []int {
 		if err != nil {
 			continue
 		}
-		if typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || typ != unix.IPPROTO_TCP {
-			unix.Close(fd)
+		typ, err1 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL)
+		listening, err2 := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
+		if err1 != nil || err2 != nil || typ != unix.IPPROTO_TCP || listening != 0 {
+			unix.Close(fd) // a listener sends nothing when it closes
 			continue
 		}
 		out = append(out, fd)

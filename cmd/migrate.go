@@ -96,8 +96,8 @@ const migrateLong = `relocate PID [user@]host moves a running process and its de
 another machine: it checks that the target can take them, freezes them,
 streams their state over SSH (compressed, while it is read) to the same
 relocate binary on the target, which restores them with their PIDs and TCP
-connections; only once the target reports them running are they killed
-here. If anything fails after the freeze, they resume here as if nothing
+connections and keeps them frozen until this side commits; only once the
+target reports them running are they killed here. If anything fails after the freeze, they resume here as if nothing
 had happened, and the target is cleaned up. Nothing stays installed or
 running on either side: relocate uploads itself if the target lacks it.
 
@@ -110,7 +110,9 @@ names the relocate resolve command that settles it), 130 interrupted
 
 Hooks run with sh -c and get RELOCATE_HOOK, RELOCATE_PID, RELOCATE_PIDS,
 RELOCATE_ADDRS (local ip:port of its sockets), RELOCATE_IPS, RELOCATE_SOURCE
-and RELOCATE_TARGET; a failing hook rolls the migration back.`
+and RELOCATE_TARGET. A failing post-dump or pre-restore hook rolls the
+migration back (rollback runs here, pre-restore-undo there); post-restore
+runs after the commit and can only warn.`
 
 func runMigrate(c *cobra.Command, g *globals, o *migrateOptions, args []string) error {
 	pid, err := parsePID(args[0])

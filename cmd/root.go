@@ -20,6 +20,7 @@ import (
 
 	"github.com/relocate/relocate/ckpt"
 	"github.com/relocate/relocate/ckpt/image"
+	"github.com/relocate/relocate/sock"
 	"github.com/relocate/relocate/transfer"
 )
 
@@ -77,6 +78,9 @@ func (e usageError) Error() string { return e.err.Error() }
 
 // Main runs relocate with os.Args and returns the process exit code.
 func Main() int {
+	if sock.GuardMain() {
+		return ExitOK
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var g globals

@@ -26,7 +26,8 @@ const PacketMark = 0x72656c6f // "relo"
 // when it dies) or refused by a host where the listener is not back yet.
 // It is one nftables table of our own (inet family, base chains at
 // priority -200); nothing else in the ruleset is touched, and Unlock
-// deletes the table.
+// deletes the table, as does the guard (guard.go) if relocate dies
+// before it persisted the lock.
 type Lock struct {
 	name string
 }
@@ -40,6 +41,10 @@ func NewLock(name string, conns []Conn, listening []uint16) (*Lock, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	existed, _ := TableExists(name)
+	if !existed {
+		guardSend("+" + name) // before it exists: no moment unguarded
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
 	prio := nftables.ChainPriority(-200)
@@ -66,6 +71,9 @@ func NewLock(name string, conns []Conn, listening []uint16) (*Lock, error) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: dropSYN(p)})
 	}
 	if err := c.Flush(); err != nil {
+		if !existed {
+			guardSend("-" + name)
+		}
 		return nil, fmt.Errorf("network lock: install nftables table %s: %w", name, err)
 	}
 	return &Lock{name: name}, nil
@@ -131,6 +139,7 @@ func UnlockTable(name string) error {
 	if err != nil {
 		return fmt.Errorf("network unlock: %w", err)
 	}
+	guardSend("-" + name)
 	for _, t := range tables {
 		if t.Name != name {
 			continue

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +26,7 @@ func init() {
 
 // hostState returns how process hpid stands on the host whose init is
 // initPID: "running", "frozen" (stopped or traced) or "none", read through
-// the host's own /proc (one file: cheap enough to sample every 5 ms).
+// the host's own /proc (cheap enough to sample every 5 ms).
 func hostState(initPID, hpid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/stat", initPID, hpid))
 	if err != nil {
@@ -34,10 +36,45 @@ func hostState(initPID, hpid int) string {
 	if i < 0 || i+2 >= len(b) {
 		return "none"
 	}
+	f := strings.Fields(string(b[i+2:]))
+	// A process being killed (PF_EXITING in flags, field 9) runs no code
+	// of its own any more, though its state may read R.
+	const pfExiting = 0x4
+	if len(f) > 6 {
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfExiting != 0 {
+			return "none"
+		}
+	}
 	switch b[i+2] {
 	case 'Z', 'X':
 		return "none"
 	case 'T', 't':
+		return "frozen"
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/proc/%d/status", initPID, hpid))
+	if err != nil {
+		return "none"
+	}
+	field := func(name string) string {
+		if j := bytes.Index(st, []byte("\n"+name+":")); j >= 0 {
+			if f := strings.Fields(string(st[j+len(name)+2:])); len(f) > 0 {
+				return f[0]
+			}
+		}
+		return ""
+	}
+	// A SIGKILLed process runs no code of its own any more, though it
+	// reads R until it got a CPU to die on.
+	const sigkill = 1 << (9 - 1)
+	for _, k := range []string{"SigPnd", "ShdPnd"} {
+		if m, err := strconv.ParseUint(field(k), 16, 64); err == nil && m&sigkill != 0 {
+			return "none"
+		}
+	}
+	// A traced process runs no code of its own either: relocate holds it
+	// (a dump reading it, a restore building it) and runs only the
+	// syscalls it injects, so its state may read R.
+	if tp := field("TracerPid"); tp != "" && tp != "0" {
 		return "frozen"
 	}
 	return "running"
@@ -118,10 +155,13 @@ func (w *watcher) run(src, dst, hpid int) {
 			return
 		case <-tick.C:
 		}
-		a, b := hostState(src, hpid), hostState(dst, hpid)
+		// src, dst, src again: two reads of one host around the other's,
+		// so that a hand-over between the reads (src killed after dst
+		// resumed) cannot pass for an overlap.
+		a, b, a2 := hostState(src, hpid), hostState(dst, hpid), hostState(src, hpid)
 		w.mu.Lock()
 		w.samples++
-		if a == "running" && b == "running" {
+		if a == "running" && b == "running" && a2 == "running" {
 			w.both++
 			w.when = append(w.when, time.Now().Format("15:04:05.000"))
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/sock"
 )
 
 // MigrateOptions tune Migrate.
@@ -109,6 +110,7 @@ type session struct {
 	errDone  chan struct{} // the target's stderr is drained
 	beats    chan struct{} // closed to stop the heartbeats
 	id       string        // the migration's, once it has one
+	prepared bool          // the target said READY: it holds a frozen copy
 	idle     time.Duration // the longest silence await accepts (0: any)
 	lastDiag *lineTail     // the target's last stderr line, for errors
 	started  bool          // relocate receive runs (and removes its upload)
@@ -396,6 +398,11 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 			cp = c
 			endFreeze(nil)
 			endStream = phase(ctx, "stream")
+			if rb := o.Hooks[HookRollback]; rb != "" {
+				// If this relocate dies before its decision (the tree
+				// runs on when ptrace ends), its guard runs the rollback.
+				sock.GuardHook(id+"-rollback", rb, hookEnv(HookRollback, c, source, s.client.Dest))
+			}
 			return runHook(ctx, HookPostDump, o.Hooks[HookPostDump], hookEnv(HookPostDump, c, source, s.client.Dest), o.Stderr)
 		},
 	}
@@ -406,6 +413,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		}
 		s.frames.fault, s.frames.prog = flt, o.Progress
 	}
+	defer sock.GuardForget(id + "-rollback") // whatever the outcome, this relocate saw to it
 	flt.at("before-stream")
 	f, err := ckpt.DumpTx(ctx, pid, s.frames, dopts)
 	if err != nil {
@@ -443,6 +451,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		return nil, rollback(err)
 	}
 	ready := m
+	s.prepared = true
 	flt.at("ready")
 	if err := ctx.Err(); err != nil {
 		return nil, rollback(err)
@@ -468,6 +477,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	if err := l.save(rec); err != nil {
 		return nil, rollback(err)
 	}
+	sock.GuardForget(id + "-rollback") // the record has it now: a held copy must not be rolled back blindly
 	if _, err := f.Hold(); err != nil {
 		_ = l.remove()
 		return nil, rollback(err)
@@ -615,7 +625,12 @@ func (s *session) rollBack(ctx context.Context, pid int, cause error, cp *ckpt.C
 	if ctx.Err() != nil {
 		reason = "interrupted at the source"
 	}
-	if !s.abort(reason) {
+	// A target that reported its own failure has cleaned up already.
+	var te *targetError
+	reported := errors.As(cause, &te)
+	// Before READY a target never holds a copy that outlives it (a
+	// half-restored tree dies with its relocate).
+	if !s.abort(reason) && !reported && s.prepared {
 		logFrom(ctx).Warn(fmt.Sprintf("the target did not confirm its cleanup; a frozen copy of pid %d may be left there: run relocate resolve %s on %s", pid, s.id, s.client.Dest))
 	}
 	if cp != nil && o.Hooks[HookRollback] != "" {

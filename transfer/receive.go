@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/relocate/relocate/ckpt"
+	"github.com/relocate/relocate/sock"
 )
 
 // Receive is the target side of a migration (`relocate receive`, started
@@ -108,19 +109,6 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 	var env []string
 	var cp *ckpt.Checkpoint
 	undo := ""
-	opts := ckpt.RestoreOptions{
-		TimeNS: h.TimeNS,
-		PIDNS:  h.PIDNS,
-		BeforeNet: func(c *ckpt.Checkpoint) error {
-			cp = c
-			env = hookEnv(HookPreRestore, c, h.Source, target)
-			if err := runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], env, errw); err != nil {
-				return err
-			}
-			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
-			return nil
-		},
-	}
 	runUndo := func() error {
 		if undo == "" {
 			return nil
@@ -128,12 +116,54 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		uenv := append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo)
 		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
 	}
+	opts := ckpt.RestoreOptions{
+		TimeNS: h.TimeNS,
+		PIDNS:  h.PIDNS,
+		BeforeNet: func(c *ckpt.Checkpoint) (func() error, error) {
+			cp = c
+			env = hookEnv(HookPreRestore, c, h.Source, target)
+			if err := runHook(ctx, HookPreRestore, h.Hooks[HookPreRestore], env, errw); err != nil {
+				return nil, err
+			}
+			undo = h.Hooks[HookPreRestoreUndo] // from now on it has something to undo
+			if undo != "" {
+				// If this relocate dies before the copy is held and recorded.
+				sock.GuardHook(h.ID+"-undo", undo, append(slices.Clone(env), "RELOCATE_HOOK="+HookPreRestoreUndo))
+			}
+			return func() error { defer sock.GuardForget(h.ID + "-undo"); return runUndo() }, nil
+		},
+	}
+	commitWait := time.Duration(h.CommitMS) * time.Millisecond
+	if commitWait <= 0 {
+		commitWait = defaultCommitWait
+	}
+	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Other: h.Source,
+		Holder: os.Getpid(), HolderStart: selfStart()}
+	opts.Holding = func(held *ckpt.Held) error {
+		l, _, err := lockRecord(h.ID)
+		if err != nil {
+			return err
+		}
+		defer l.unlock()
+		rec.Held, rec.PID, rec.Undo, rec.Env = held, held.Procs[0].PID, undo, env
+		rec.Deadline = time.Now().Add(commitWait)
+		if err := l.save(rec); err != nil {
+			return err
+		}
+		sock.GuardForget(h.ID + "-undo") // the record has it now
+		return nil
+	}
 	flt.at("restore")
 	done := phase(ctx, "restore")
 	p, err := ckpt.RestoreTx(ctx, fr, opts)
 	done(&err)
 	if err != nil {
-		err = errors.Join(err, runUndo())
+		if rec.Held != nil {
+			if l, _, lerr := lockRecord(h.ID); lerr == nil {
+				_ = l.remove()
+				l.unlock()
+			}
+		}
 		var ab *abortedError
 		if errors.As(err, &ab) {
 			_ = mw.send(message{Type: msgAborted}) // cleaned up: the source may resume
@@ -141,21 +171,6 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		}
 		return fail(err)
 	}
-	commitWait := time.Duration(h.CommitMS) * time.Millisecond
-	if commitWait <= 0 {
-		commitWait = defaultCommitWait
-	}
-	l, _, err := lockRecord(h.ID)
-	if err != nil {
-		return fail(errors.Join(err, p.Abort(), runUndo()))
-	}
-	rec := &record{ID: h.ID, Role: "target", State: statePrepared, Held: p.Held, PID: p.Result.PID, Other: h.Source,
-		Holder: os.Getpid(), HolderStart: selfStart(), Deadline: time.Now().Add(commitWait), Undo: undo, Env: env}
-	if err := l.save(rec); err != nil {
-		l.unlock()
-		return fail(errors.Join(err, p.Abort(), runUndo()))
-	}
-	l.unlock()
 	res := p.Result
 	ready := message{Type: msgReady, PID: res.PID, Processes: res.Processes, Threads: res.Threads,
 		BytesRead: res.BytesRead, RestoreMS: res.Duration.Milliseconds(), TimeNSUsed: h.TimeNS}
@@ -206,7 +221,7 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		commit = false
 	}
 	if !commit {
-		err := errors.Join(p.Abort(), runUndo(), l.remove())
+		err := errors.Join(p.Abort(), l.remove())
 		_ = mw.send(message{Type: msgAborted})
 		if err != nil {
 			return err
@@ -305,10 +320,13 @@ func settleTarget(ctx context.Context, id, decision string, errw io.Writer) (str
 	case tgtPrepared:
 		return msgReady, nil
 	}
-	err = r.Held.Kill(true)
+	// The undo hook (the service address down) runs while the copy's
+	// locks still hold its peers off, then the locks go.
+	err = r.Held.Kill(false)
 	if r.Undo != "" {
 		err = errors.Join(err, runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, r.Undo, r.Env, errw))
 	}
+	err = errors.Join(err, r.Held.Unlock())
 	return msgAborted, errors.Join(err, l.remove())
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/relocate/relocate/ckpt"
 )
 
 // Resolve settles migration id from this host's record (`relocate
@@ -20,7 +22,7 @@ func Resolve(ctx context.Context, id, decision string, stderr io.Writer) (string
 	if r == nil {
 		_ = l.remove()
 		l.unlock()
-		return "", fmt.Errorf("no migration %s recorded on this host (settled already?)", id)
+		return "", ckpt.ExpectedError(fmt.Sprintf("no migration %s recorded on this host (settled already?)", id))
 	}
 	if r.Role == "target" {
 		l.unlock()

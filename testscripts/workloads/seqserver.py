@@ -39,6 +39,7 @@ while True:
     if conn is not None and conn in r:
         data = conn.recv(65536)
         if not data:
+            print(f"seqserver: the client closed its end after {last}", file=sys.stderr, flush=True)
             conn.close()
             conn, buf = None, b""
             continue
