@@ -118,7 +118,7 @@ func TestKernelMatrix(t *testing.T) {
 			// (pyenv's python3 is a bash script) take seconds per start
 			// under TCG.
 			Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH"),
-				"HOME=" + os.Getenv("HOME"), "CI=true", "RELOCATE_WAIT_SCALE=5",
+				"HOME=" + os.Getenv("HOME"), "CI=true", "RELOCATE_WAIT_SCALE=10",
 				"TMPDIR=/tmp", "RELOCATE_WORKLOADS=" + wl},
 		})
 		cancel()

@@ -1,0 +1,24 @@
+package ckpt
+
+import (
+	"encoding/binary"
+
+	"golang.org/x/sys/unix"
+)
+
+// int3 fills the vDSO proxy between its jumps.
+const int3 = 0xcc
+
+// vdsoJumpLen is the size of vdsoJump's code.
+const vdsoJumpLen = 13
+
+// vdsoJump is `movabs $to, %r11; jmp *%r11` (r11 is a scratch register
+// at a function's entry; syscall clobbers it anyway).
+func vdsoJump(to uint64) []byte {
+	b := []byte{0x49, 0xbb, 0, 0, 0, 0, 0, 0, 0, 0, 0x41, 0xff, 0xe3}
+	binary.LittleEndian.PutUint64(b[2:], to)
+	return b
+}
+
+// regsPC returns the program counter.
+func regsPC(r *unix.PtraceRegs) uint64 { return r.Rip }
