@@ -112,6 +112,9 @@ func Dump(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*DumpR
 	if err := (&dumper{pid: pid, fs: fs}).precheck(); err != nil {
 		return nil, err
 	}
+	if err := kernelPrecheck(pid); err != nil {
+		return nil, err
+	}
 	ls := findListeners(fs, pid)
 	defer ls.release()
 	waited := time.Duration(0)

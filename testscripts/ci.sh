@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 
 # gcc and libc6-dev: the C workloads; python3: the Python workloads;
-# redis-server, redis-cli, nginx, dnsmasq, memcached: real servers; script (bsdutils): a terminal.
+# redis-server, redis-cli, nginx, dnsmasq, memcached: real servers; script (bsdutils): a terminal;
+# qemu-system-x86, kmod (depmod), xz-utils: the kernel matrix's guests.
 need=0
-for tool in gcc python3 redis-server redis-cli script sshd ssh-keygen arping nft ss unshare nsenter strace nginx dnsmasq memcached; do
+for tool in gcc python3 redis-server redis-cli script sshd ssh-keygen arping nft ss unshare nsenter strace nginx dnsmasq memcached qemu-system-x86_64 depmod xz; do
 	command -v "$tool" >/dev/null || need=1
 done
 if [ "$need" = 1 ]; then
@@ -17,7 +18,8 @@ if [ "$need" = 1 ]; then
 	if ! {
 		DEBIAN_FRONTEND=noninteractive apt-get update -q &&
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-				gcc libc6-dev python3 redis-server redis-tools bsdutils iputils-arping openssh-server openssh-client nftables iproute2 util-linux strace nginx-light dnsmasq-base memcached
+				gcc libc6-dev python3 redis-server redis-tools bsdutils iputils-arping openssh-server openssh-client nftables iproute2 util-linux strace nginx-light dnsmasq-base memcached \
+				qemu-system-x86 kmod xz-utils
 	} >"$log" 2>&1; then
 		cat "$log" >&2
 		echo "ci: apt-get failed (see above)" >&2
@@ -36,8 +38,25 @@ if [[ $linkage != *"not a dynamic executable"* ]]; then
 fi
 rm -f "$bin"
 CGO_ENABLED=0 go vet ./...
-CGO_ENABLED=0 go test -count=1 -timeout 20m ./...
+kernels='TestKernelMatrix|TestKernelImages'
+CGO_ENABLED=0 go test -count=1 -timeout 20m -skip "$kernels" ./...
+# The kernel matrix (Debian's 6.1 and 6.12 in QEMU, emulated: about 15
+# minutes) runs beside the fuzzers, which fuzz for a fixed time anyway.
+matrix_log=$(mktemp)
+CGO_ENABLED=0 go test -count=1 -timeout 35m -run "^($kernels)\$" -v ./testscripts/ >"$matrix_log" 2>&1 &
+matrix=$!
 # Fuzz targets (image reader, /proc parsers, ssh_config, the migration
 # protocol), a minute each (about 12 minutes);
 # FUZZTIME=10m bash testscripts/fuzz.sh for a longer hunt.
-bash testscripts/fuzz.sh
+fuzz=0
+bash testscripts/fuzz.sh || fuzz=$?
+status=0
+wait "$matrix" || status=$?
+grep -E '^(=== RUN|--- |\s+kernels_test|ok|FAIL)|^        [|]' "$matrix_log" || true
+if [ "$status" != 0 ]; then
+	cat "$matrix_log" >&2
+	echo "ci: the kernel matrix failed (above)" >&2
+	exit 1
+fi
+rm -f "$matrix_log"
+exit "$fuzz"

@@ -8,9 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/relocate/relocate/testscripts/vm"
 )
@@ -28,7 +32,7 @@ var matrixAreas = []struct{ area, script string }{
 	{"unix socketpairs", "unixpair"},
 	{"UDP queue", "udp_queue"},
 	{"TCP established, with its peer", "tcp_established"},
-	{"python interpreter", "python"},
+	{"python interpreter (a syslog client)", "syslog_client"},
 }
 
 // matrixRefusals: on a kernel series, a script that must fail because
@@ -235,4 +239,122 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// imagesGuest is the shell the guests of TestKernelImages run: ask asks
+// the workload in DIR for its verdict (the self-check protocol), and every
+// restored process gets a PID above the guest's own (pid_max raised,
+// ns_last_pid moved on), so the next guest has it free.
+const imagesGuest = `set -u
+echo 4194304 >/proc/sys/kernel/pid_max
+ask() { rm -f $1/verdict; : >$1/check; i=0; while [ ! -e $1/verdict ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done; cat $1/verdict 2>/dev/null || echo "FAIL no verdict"; }
+cd "$SHARE"
+`
+
+// TestKernelImages carries a Go program (goticker: its runtime calls
+// clock_gettime through the vDSO all the time, from pointers it looked up
+// at start) across kernels in image files: started and dumped in a 6.1
+// guest, restored, checked and dumped again in a 6.12 guest, restored and
+// checked in a 6.1 guest. The two kernels' vDSOs differ, so both restores
+// go through the vDSO proxy. The first guest also restores an image dumped
+// on this host: it must either come back intact or be refused in one line
+// because the guest's CPU (TCG, unless KVM works) lacks features of this one.
+func TestKernelImages(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if inCI() {
+			t.Fatal("CI must run as root: the kernel images test may not skip")
+		}
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if inCI() {
+			t.Fatal("qemu-system-x86_64 is missing (ci.sh installs qemu-system-x86)")
+		}
+		t.Skip("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
+	}
+	share := t.TempDir()
+	wl := filepath.Join(share, "workloads")
+	if out, err := exec.Command("cp", "-a", buildWorkloads(t), wl).CombinedOutput(); err != nil {
+		t.Fatalf("cp workloads: %v\n%s", err, out)
+	}
+	relocate := filepath.Join(share, "relocate")
+	build := exec.Command("go", "build", "-o", relocate, "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build relocate: %v\n%s", err, out)
+	}
+	// Descriptors this test inherited must not leak into the counter (as
+	// in TestScripts).
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	// On this host: a counter, dumped.
+	if err := os.Mkdir(filepath.Join(share, "hst"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	counter := exec.Command(filepath.Join(wl, "counter"), filepath.Join(share, "hst"))
+	counter.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := counter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { counter.Process.Kill() })
+	if !waitFor(defaultWait, func() bool { return len(readOrNil(filepath.Join(share, "hst", "ready"))) > 0 }) {
+		t.Fatal("counter did not get ready")
+	}
+	go counter.Wait() // relocate dump kills it; reap it
+	if out, err := exec.Command(relocate, "dump", strconv.Itoa(counter.Process.Pid), "-o", filepath.Join(share, "host.img"), "--quiet").CombinedOutput(); err != nil {
+		t.Fatalf("dump on this host: %v\n%s", err, out)
+	}
+	boots := []struct{ series, script string }{
+		{"6.1", `
+out=$(` + relocate + ` restore --quiet host.img 2>&1); echo "$out" >host-restore.txt
+case "$out" in *"relocate: error"*) ;; *) ask hst >host-verdict.txt ;; esac
+mkdir st; echo 300000 >/proc/sys/kernel/ns_last_pid
+setsid ` + wl + `/goticker st >st/log 2>&1 </dev/null &
+i=0; while [ ! -s st/ready ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+ask st >verdict-0.txt
+` + relocate + ` dump --quiet $(sed -n 's/^pid=//p' st/ready) -o a.img
+`},
+		{"6.12", `
+` + relocate + ` restore --quiet a.img
+ask st >verdict-1.txt
+` + relocate + ` dump --quiet $(sed -n 's/^pid=//p' st/ready) -o b.img
+`},
+		{"6.1", `
+` + relocate + ` restore --quiet b.img
+ask st >verdict-2.txt
+`},
+	}
+	for i, b := range boots {
+		k, err := vm.Fetch(vm.X86_64, b.series)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		var console strings.Builder
+		res, err := vm.Run(ctx, vm.Config{Kernel: k, Share: share, Console: &console,
+			Args: []string{"/bin/sh", "-c", imagesGuest + b.script},
+			Env:  []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "SHARE=" + share}})
+		cancel()
+		if err != nil || res.Status != 0 {
+			t.Fatalf("guest %d (%s): status %d, %v\n%s", i, k.Release, res.Status, err, tail([]byte(console.String()), 40))
+		}
+		verdict := strings.TrimSpace(string(readOrNil(filepath.Join(share, fmt.Sprintf("verdict-%d.txt", i)))))
+		if !strings.HasPrefix(verdict, "OK") {
+			t.Fatalf("goticker in guest %d (%s): %q\n%s", i, k.Release, verdict, tail([]byte(console.String()), 40))
+		}
+		t.Logf("guest %d (%s, %s): goticker %s", i, k.Release, res.Accel, verdict)
+		if i == 0 {
+			hostOut := strings.TrimSpace(string(readOrNil(filepath.Join(share, "host-restore.txt"))))
+			hostVerdict := strings.TrimSpace(string(readOrNil(filepath.Join(share, "host-verdict.txt"))))
+			switch {
+			case strings.HasPrefix(hostVerdict, "OK"):
+				t.Logf("an image from this host restored on %s: %s", k.Release, hostVerdict)
+			case strings.Count(hostOut, "relocate: error:") == 1 && strings.Contains(hostOut, "this CPU lacks features"):
+				t.Logf("an image from this host on %s (%s): refused: %s", k.Release, res.Accel, hostOut)
+			default:
+				t.Errorf("an image from this host on %s: restore said %q, verdict %q", k.Release, hostOut, hostVerdict)
+			}
+		}
+	}
 }
