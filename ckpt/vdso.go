@@ -196,8 +196,8 @@ func (st *remote) placeVDSO(p *Process, avoid []mem.Range) (mem.Range, error) {
 			live = mem.Range{Start: m.Start, End: m.End}
 		}
 	}
-	// The proxy: int3 everywhere but the old entry points.
-	proxy := bytes.Repeat([]byte{int3}, int(size))
+	// The proxy: a trap everywhere but at the old entry points.
+	proxy := bytes.Repeat([]byte{proxyFill}, int(size))
 	taken := map[uint64]string{}
 	for name, off := range p.VDSO.Symbols {
 		if off > size-vdsoJumpLen {

@@ -6,8 +6,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// int3 fills the vDSO proxy between its jumps.
-const int3 = 0xcc
+// proxyFill fills the vDSO proxy between its jumps: int3.
+const proxyFill = 0xcc
 
 // vdsoJumpLen is the size of vdsoJump's code.
 const vdsoJumpLen = 13

@@ -6,9 +6,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// int3 fills the vDSO proxy between its jumps: the first byte of each
+// proxyFill fills the vDSO proxy between its jumps: the first byte of each
 // word of zeros is an undefined instruction (udf #0) on arm64.
-const int3 = 0x00
+const proxyFill = 0x00
 
 // vdsoJumpLen is the size of vdsoJump's code.
 const vdsoJumpLen = 16
