@@ -83,7 +83,7 @@ func Check() []Capability {
 	_, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(os.Getpid()), 0, 0, 0, 0)
 	add("kcmp", e == 0, errDetail(errnoErr(e), "works"), "dump (finding shared file descriptions)", true)
 
-	_, err = unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // PR_TIMER_CREATE_RESTORE_IDS_GET
+	_, err = unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // as timerRestoreIDs, with the error
 	add("POSIX timer ids", err == nil, errDetail(err, "PR_TIMER_CREATE_RESTORE_IDS available"),
 		"restoring POSIX timer ids above 65536 (Linux 6.15+; lower ids are reached by creating timers in order)", false)
 

@@ -193,6 +193,13 @@ func checkHeader(h image.Header) error {
 // precheckRestore refuses what would fail half-way: a PID in use, files
 // that are gone or changed.
 func precheckRestore(p *Process, pidsHere bool) error {
+	for _, t := range p.Timers {
+		if t.ID > maxSequentialTimerID && !timerRestoreIDs() {
+			return &ProcessError{PID: p.PID, Err: fmt.Errorf(
+				"POSIX timer id %d: without PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15) ids above %d are not restored: %w",
+				t.ID, maxSequentialTimerID, ErrUnsupported)}
+		}
+	}
 	tids := []int{p.PID}
 	if !pidsHere {
 		tids = nil // a new PID namespace has them all free

@@ -229,6 +229,12 @@ func (rs *restorer) restoreTimers(L *remote) error {
 	return err
 }
 
+// timerRestoreIDs reports whether this kernel has PR_TIMER_CREATE_RESTORE_IDS.
+func timerRestoreIDs() bool {
+	_, err := unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // PR_TIMER_CREATE_RESTORE_IDS_GET
+	return err == nil
+}
+
 // rearmValue is the value to arm a periodic timer with. A periodic timer
 // that has fired reads 0 until the signal it sent is dequeued, which
 // rearms it (dequeue_signal); frozen in between, it was dumped as 0, which
