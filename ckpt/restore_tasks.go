@@ -140,14 +140,18 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			return fmt.Errorf("requeue signal %d: %w", sig, err)
 		}
 	}
-	for _, t := range p.Threads {
+	// Each thread queues its own: the kernel lets only the target thread
+	// itself queue a signal that claims to come from the kernel or from
+	// tgkill (si_code >= 0 or SI_TKILL), as Go's preemption SIGURG does.
+	for i, t := range p.Threads {
+		r := rs.threads[i]
 		for _, si := range t.Pending {
-			addr, err := L.poke(0, si[:])
+			addr, err := r.poke(0, si[:])
 			if err != nil {
 				return err
 			}
 			sig := le.Uint32(si[:])
-			if _, err := L.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
+			if _, err := r.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
 				return fmt.Errorf("requeue signal %d for thread %d: %w", sig, t.TID, err)
 			}
 		}
