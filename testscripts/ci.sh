@@ -40,8 +40,9 @@ rm -f "$bin"
 CGO_ENABLED=0 go vet ./...
 kernels='TestKernelMatrix|TestKernelImages'
 CGO_ENABLED=0 go test -count=1 -timeout 20m -skip "$kernels" ./...
-# The kernel matrix (Debian's 6.1 and 6.12 in QEMU, emulated: about 15
-# minutes) runs beside the fuzzers, which fuzz for a fixed time anyway.
+# The kernel tests (Debian's 6.1 and 6.12 in QEMU, emulated: about 4
+# minutes on a quiet machine, more beside the fuzzers) run beside the
+# fuzzers, which fuzz for a fixed time anyway.
 matrix_log=$(mktemp)
 CGO_ENABLED=0 go test -count=1 -timeout 35m -run "^($kernels)\$" -v ./testscripts/ >"$matrix_log" 2>&1 &
 matrix=$!
