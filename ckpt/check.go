@@ -83,9 +83,9 @@ func Check() []Capability {
 	_, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(os.Getpid()), uintptr(os.Getpid()), 0, 0, 0, 0)
 	add("kcmp", e == 0, errDetail(errnoErr(e), "works"), "dump (finding shared file descriptions)", true)
 
-	_, err = unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // PR_TIMER_CREATE_RESTORE_IDS_GET
+	_, err = unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // as timerRestoreIDs, with the error
 	add("POSIX timer ids", err == nil, errDetail(err, "PR_TIMER_CREATE_RESTORE_IDS available"),
-		"restore of processes with POSIX timers (Linux 6.15+)", false)
+		"restoring POSIX timer ids above 65536 (Linux 6.15+; lower ids are reached by creating timers in order)", false)
 
 	s, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err == nil {
@@ -162,4 +162,26 @@ func vdsoLayout() string {
 		parts = append(parts, fmt.Sprintf("%s %d KiB", f[5], (hi-lo)/1024))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// kernelPrecheck refuses, before anything is frozen, a dump that needs
+// what this kernel lacks: established TCP connections need TCP_REPAIR and
+// the nftables network lock.
+func kernelPrecheck(pid int) error {
+	s, err := SurveyTree(pid)
+	if err != nil || !s.TCP {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err == nil {
+		err = sock.RepairOn(fd)
+		unix.Close(fd)
+	}
+	if err != nil {
+		return &ProcessError{PID: pid, Err: fmt.Errorf("has TCP connections and TCP_REPAIR does not work here (%v): %w", err, ErrUnsupported)}
+	}
+	if err := sock.LockAvailable(); err != nil {
+		return &ProcessError{PID: pid, Err: fmt.Errorf("has TCP connections and the nftables network lock does not work here (%v; modprobe nf_tables): %w", err, ErrUnsupported)}
+	}
+	return nil
 }

@@ -133,6 +133,9 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 	if err := (&dumper{pid: pid, fs: fs}).precheck(); err != nil {
 		return nil, err
 	}
+	if err := kernelPrecheck(pid); err != nil {
+		return nil, err
+	}
 	var pc *preCopy
 	if opts.PreCopy != nil {
 		var err error

@@ -137,6 +137,9 @@ func (d *dumper) collectMemory(p *Process) error {
 		}
 		p.VMAs = append(p.VMAs, v)
 	}
+	// Without it a restore on this same kernel works as before; on
+	// another it cannot tell the vDSOs apart (see placeVDSO).
+	p.VDSO, _ = readVDSO(d.pid, p.VMAs)
 	return nil
 }
 

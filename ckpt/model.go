@@ -33,24 +33,27 @@ type Process struct {
 	PID int `json:"pid"`
 	// Zombie: exited, not yet reaped by its parent; WaitStatus is what the
 	// parent's wait will report. A zombie has nothing else.
-	Zombie        bool         `json:"zombie,omitempty"`
-	WaitStatus    int          `json:"wait_status,omitempty"`
-	PPID          int          `json:"ppid"`
-	PGID          int          `json:"pgid"`
-	SID           int          `json:"sid"`
-	Comm          string       `json:"comm"`
-	Exe           string       `json:"exe"`
-	ExeFile       *FileID      `json:"exe_file,omitempty"`
-	Cmdline       []string     `json:"cmdline"`
-	Cwd           string       `json:"cwd"`
-	Root          string       `json:"root"`
-	Umask         uint32       `json:"umask"`
-	Creds         Creds        `json:"creds"`
-	Personality   uint64       `json:"personality"`
-	OOMScoreAdj   int          `json:"oom_score_adj"`
-	Rlimits       []Rlimit     `json:"rlimits"`
-	MM            MM           `json:"mm"`
-	VMAs          []VMA        `json:"vmas"`
+	Zombie      bool     `json:"zombie,omitempty"`
+	WaitStatus  int      `json:"wait_status,omitempty"`
+	PPID        int      `json:"ppid"`
+	PGID        int      `json:"pgid"`
+	SID         int      `json:"sid"`
+	Comm        string   `json:"comm"`
+	Exe         string   `json:"exe"`
+	ExeFile     *FileID  `json:"exe_file,omitempty"`
+	Cmdline     []string `json:"cmdline"`
+	Cwd         string   `json:"cwd"`
+	Root        string   `json:"root"`
+	Umask       uint32   `json:"umask"`
+	Creds       Creds    `json:"creds"`
+	Personality uint64   `json:"personality"`
+	OOMScoreAdj int      `json:"oom_score_adj"`
+	Rlimits     []Rlimit `json:"rlimits"`
+	MM          MM       `json:"mm"`
+	VMAs        []VMA    `json:"vmas"`
+	// VDSO identifies the vDSO the process was dumped with (nil in older
+	// images, or when it had none).
+	VDSO          *VDSOInfo    `json:"vdso,omitempty"`
 	Threads       []Thread     `json:"threads"`
 	FDs           []FD         `json:"fds"`
 	SigActions    []SigAction  `json:"sigactions,omitempty"`

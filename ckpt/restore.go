@@ -339,6 +339,13 @@ func checkHeader(h image.Header) error {
 // precheckRestore refuses what would fail half-way: a PID in use, files
 // that are gone or changed.
 func precheckRestore(p *Process, pidsHere bool) error {
+	for _, t := range p.Timers {
+		if t.ID > maxSequentialTimerID && !timerRestoreIDs() {
+			return &ProcessError{PID: p.PID, Err: fmt.Errorf(
+				"POSIX timer id %d: without PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15) ids above %d are not restored: %w",
+				t.ID, maxSequentialTimerID, ErrUnsupported)}
+		}
+	}
 	tids := []int{p.PID}
 	if !pidsHere {
 		tids = nil // a new PID namespace has them all free
@@ -456,6 +463,9 @@ type restorer struct {
 	pidfd   int // a pidfd of relocate inside the process, to pull files with
 	// VMAs mapped writable for filling, to mprotect afterwards
 	filled []VMA
+	// vdso is where this kernel's [vdso] is in the process: the image's
+	// place, or elsewhere behind a proxy (placeVDSO).
+	vdso mem.Range
 }
 
 // abort kills whatever was created.
@@ -606,7 +616,7 @@ func (rs *restorer) create(used []mem.Range) error {
 		return rs.createZombie()
 	}
 	if p.PID == rs.cp.Root {
-		if err := rs.stub.moveVDSO(p.VMAs, used); err != nil {
+		if rs.vdso, err = rs.stub.placeVDSO(p, used); err != nil {
 			return err
 		}
 		// CLONE_PARENT: the root is relocate's child until relocate exits,
@@ -636,7 +646,7 @@ func (rs *restorer) create(used []mem.Range) error {
 		if rs.leader, err = parent.leader.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
 			return &ProcessError{PID: p.PID, Err: err}
 		}
-		if err := rs.leader.moveVDSO(p.VMAs, used); err != nil {
+		if rs.vdso, err = rs.leader.placeVDSO(p, used); err != nil {
 			return err
 		}
 	}
@@ -939,6 +949,9 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 	le := binary.LittleEndian
 	auxv := make([]byte, 8*len(mm.Auxv))
 	for i, w := range mm.Auxv {
+		if i%2 == 1 && mm.Auxv[i-1] == atSysinfoEhdr && rs.vdso.Start != 0 {
+			w = rs.vdso.Start // a vDSO behind a proxy: later lookups find the real one
+		}
 		le.PutUint64(auxv[8*i:], w)
 	}
 	auxAddr, err := L.poke(1024, auxv)
@@ -980,7 +993,11 @@ func (rs *restorer) restoreMM(L *remote, pidfd int) error {
 // from and catches the fault with only SIGSEGV unblocked, which keeps a
 // handler but not an ignored SIGSEGV.
 func (rs *restorer) unmapCode(L *remote) error {
-	ip, ok, err := vdsoSyscall(rs.host, rs.p.VMAs)
+	vmas := rs.p.VMAs
+	if rs.vdso.Start != 0 {
+		vmas = []VMA{{Start: rs.vdso.Start, End: rs.vdso.End, Name: "[vdso]"}}
+	}
+	ip, ok, err := vdsoSyscall(rs.host, vmas)
 	if err != nil {
 		return err
 	}

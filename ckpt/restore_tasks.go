@@ -1,12 +1,17 @@
 package ckpt
 
 import (
+	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/ptrace"
 )
 
 // Linux constants missing from x/sys.
@@ -89,14 +94,7 @@ func (rs *restorer) restoreTasks(L *remote) error {
 		if it.ValueUS == 0 && it.IntervalUS == 0 {
 			continue
 		}
-		// A periodic ITIMER_REAL that expired while the tree was frozen
-		// reads 0: the kernel re-arms it when the process takes the
-		// pending SIGALRM (requeued below). Set 0 would disarm it.
-		value := it.ValueUS
-		if value == 0 {
-			value = it.IntervalUS
-		}
-		addr, err := L.poke(0, encodeTimerPair(it.IntervalUS, value, 1e6))
+		addr, err := L.poke(0, encodeTimerPair(it.IntervalUS, rearmValue(it.IntervalUS, it.ValueUS), 1e6))
 		if err != nil {
 			return err
 		}
@@ -138,14 +136,18 @@ func (rs *restorer) restoreTasks(L *remote) error {
 			return fmt.Errorf("requeue signal %d: %w", sig, err)
 		}
 	}
-	for _, t := range p.Threads {
+	// Each thread queues its own: the kernel lets only the target thread
+	// itself queue a signal that claims to come from the kernel or from
+	// tgkill (si_code >= 0 or SI_TKILL), as Go's preemption SIGURG does.
+	for i, t := range p.Threads {
+		r := rs.threads[i]
 		for _, si := range t.Pending {
-			addr, err := L.poke(0, si[:])
+			addr, err := r.poke(0, si[:])
 			if err != nil {
 				return err
 			}
 			sig := le.Uint32(si[:])
-			if _, err := L.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
+			if _, err := r.call(unix.SYS_RT_TGSIGQUEUEINFO, uint64(p.PID), uint64(t.TID), uint64(sig), addr); err != nil {
 				return fmt.Errorf("requeue signal %d for thread %d: %w", sig, t.TID, err)
 			}
 		}
@@ -156,45 +158,63 @@ func (rs *restorer) restoreTasks(L *remote) error {
 	return nil
 }
 
-// restoreTimers recreates POSIX timers with their ids.
+// restoreTimers recreates POSIX timers with their ids: with
+// PR_TIMER_CREATE_RESTORE_IDS where the kernel has it (6.15+), otherwise
+// as CRIU does: before 6.15 a process hands out timer ids in order from
+// 0 (signal_struct.next_posix_timer_id; a restored process is a fresh
+// clone), so timers are created in id order and each one that comes out
+// below the wanted id is deleted and made again.
 func (rs *restorer) restoreTimers(L *remote) error {
 	if len(rs.p.Timers) == 0 {
 		return nil
 	}
-	le := binary.LittleEndian
-	if _, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 1); err != nil {
-		return fmt.Errorf("POSIX timers need PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15): %w", ErrUnsupported)
+	_, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 1)
+	byID := err == nil
+	if !byID && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("prctl PR_TIMER_CREATE_RESTORE_IDS: %w", err)
 	}
-	for _, t := range rs.p.Timers {
-		sev := make([]byte, 64) // struct sigevent
-		le.PutUint64(sev, t.SigevValue)
-		le.PutUint32(sev[8:], uint32(t.Signal))
-		switch t.Notify {
-		case "thread":
-			le.PutUint32(sev[12:], sigevThreadID)
-			le.PutUint32(sev[16:], uint32(t.NotifyTID))
-		case "none":
-			le.PutUint32(sev[12:], sigevNone)
-		default:
-			le.PutUint32(sev[12:], sigevSignal)
+	timers := slices.Clone(rs.p.Timers)
+	slices.SortFunc(timers, func(a, b PosixTimer) int { return cmp.Compare(a.ID, b.ID) })
+	for _, t := range timers {
+		if t.ID < 0 || t.ID > maxSequentialTimerID && !byID {
+			return fmt.Errorf("POSIX timer id %d: without PR_TIMER_CREATE_RESTORE_IDS (Linux 6.15) ids above %d are not restored: %w",
+				t.ID, maxSequentialTimerID, ErrUnsupported)
 		}
-		sevAddr, err := L.poke(0, sev)
+		sevAddr, err := L.poke(0, encodeSigevent(t))
 		if err != nil {
 			return err
 		}
 		id := make([]byte, 4)
-		le.PutUint32(id, uint32(t.ID))
+		binary.LittleEndian.PutUint32(id, uint32(t.ID))
 		idAddr, err := L.poke(64, id)
 		if err != nil {
 			return err
 		}
-		if _, err := L.call(unix.SYS_TIMER_CREATE, uint64(t.ClockID), sevAddr, idAddr); err != nil {
-			return fmt.Errorf("timer_create id %d: %w", t.ID, err)
+		for {
+			if _, err := L.call(unix.SYS_TIMER_CREATE, uint64(t.ClockID), sevAddr, idAddr); err != nil {
+				return fmt.Errorf("timer_create id %d: %w", t.ID, err)
+			}
+			if byID {
+				break
+			}
+			if err := ptrace.PeekData(L.tid, uintptr(idAddr), id); err != nil {
+				return err
+			}
+			got := int(int32(binary.LittleEndian.Uint32(id)))
+			if got == t.ID {
+				break
+			}
+			if got > t.ID {
+				return fmt.Errorf("POSIX timer id %d: the kernel handed out %d (ids are not sequential here): %w", t.ID, got, ErrUnsupported)
+			}
+			if _, err := L.call(unix.SYS_TIMER_DELETE, uint64(got)); err != nil {
+				return fmt.Errorf("timer_delete %d: %w", got, err)
+			}
 		}
-		if t.ValueNS == 0 {
+		if t.ValueNS == 0 && t.IntervalNS == 0 {
 			continue
 		}
-		itsAddr, err := L.poke(128, encodeTimerPair(t.IntervalNS, t.ValueNS, 1e9))
+		itsAddr, err := L.poke(128, encodeTimerPair(t.IntervalNS, rearmValue(t.IntervalNS, t.ValueNS), 1e9))
 		if err != nil {
 			return err
 		}
@@ -202,8 +222,51 @@ func (rs *restorer) restoreTimers(L *remote) error {
 			return fmt.Errorf("timer_settime id %d: %w", t.ID, err)
 		}
 	}
-	_, err := L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 0)
+	if !byID {
+		return nil
+	}
+	_, err = L.call(unix.SYS_PRCTL, prTimerCreateRestoreIDs, 0)
 	return err
+}
+
+// timerRestoreIDs reports whether this kernel has PR_TIMER_CREATE_RESTORE_IDS.
+func timerRestoreIDs() bool {
+	_, err := unix.PrctlRetInt(prTimerCreateRestoreIDs, 2, 0, 0, 0) // PR_TIMER_CREATE_RESTORE_IDS_GET
+	return err == nil
+}
+
+// rearmValue is the value to arm a periodic timer with. A periodic timer
+// that has fired reads 0 until the signal it sent is dequeued, which
+// rearms it (dequeue_signal); frozen in between, it was dumped as 0, which
+// would disarm it: it is armed for one interval instead.
+func rearmValue(interval, value int64) int64 {
+	if value == 0 {
+		return interval
+	}
+	return value
+}
+
+// maxSequentialTimerID bounds the timer_create/timer_delete rounds a
+// restore without PR_TIMER_CREATE_RESTORE_IDS spends to reach an id (two
+// injected syscalls, ~0.1 ms, per id below it).
+const maxSequentialTimerID = 1 << 16
+
+// encodeSigevent lays out the struct sigevent of a timer.
+func encodeSigevent(t PosixTimer) []byte {
+	le := binary.LittleEndian
+	sev := make([]byte, 64)
+	le.PutUint64(sev, t.SigevValue)
+	le.PutUint32(sev[8:], uint32(t.Signal))
+	switch t.Notify {
+	case "thread":
+		le.PutUint32(sev[12:], sigevThreadID)
+		le.PutUint32(sev[16:], uint32(t.NotifyTID))
+	case "none":
+		le.PutUint32(sev[12:], sigevNone)
+	default:
+		le.PutUint32(sev[12:], sigevSignal)
+	}
+	return sev
 }
 
 // encodeTimerPair lays out struct itimerval (perSec 1e6: microseconds) or

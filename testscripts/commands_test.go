@@ -49,7 +49,17 @@ var commands = map[string]func(ts *testscript.TestScript, neg bool, args []strin
 	"jsonschema": cmdJSONSchema,
 }
 
-const defaultWait = 30 * time.Second
+// defaultWait bounds every wait of a script; RELOCATE_WAIT_SCALE=N
+// stretches it and waitfile's -t N times (the kernel matrix sets it: its
+// guests are emulated, often ten times slower).
+var defaultWait = 30 * time.Second * waitScale
+
+var waitScale = func() time.Duration {
+	if n, err := strconv.Atoi(os.Getenv("RELOCATE_WAIT_SCALE")); err == nil && n > 1 {
+		return time.Duration(n)
+	}
+	return 1
+}()
 
 // waitFor polls cond every 10 ms until it holds or the timeout passes.
 func waitFor(timeout time.Duration, cond func() bool) bool {
@@ -194,7 +204,7 @@ func cmdRequire(ts *testscript.TestScript, neg bool, args []string) {
 func cmdWaitfile(ts *testscript.TestScript, neg bool, args []string) {
 	timeout := defaultWait
 	if len(args) > 2 && args[0] == "-t" {
-		timeout = time.Duration(atoi(ts, args[1])) * time.Second
+		timeout = time.Duration(atoi(ts, args[1])) * time.Second * waitScale
 		args = args[2:]
 	}
 	usage(ts, !neg && len(args) >= 1 && len(args) <= 2, "waitfile [-t SECONDS] FILE [REGEXP]")

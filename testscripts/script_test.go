@@ -81,6 +81,9 @@ func TestScripts(t *testing.T) {
 			e.Setenv("PATH", bin+string(os.PathListSeparator)+e.Getenv("PATH"))
 			e.Setenv("WORKLOADS", bin)
 			e.Setenv(markerVar, e.WorkDir)
+			if v := os.Getenv("RELOCATE_WAIT_SCALE"); v != "" {
+				e.Setenv("RELOCATE_WAIT_SCALE", v) // for the workloads' own bounds
+			}
 			e.Values[scriptTKey{}] = e.T()
 			e.Values[procsKey{}] = &procs{}
 			e.Defer(func() { cleanup(e) })

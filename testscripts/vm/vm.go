@@ -330,8 +330,12 @@ const kvmBootWait = 20 * time.Second
 // boot runs QEMU once. up reports whether the init spoke; with probe set,
 // a guest whose init does not speak within kvmBootWait is killed.
 func boot(ctx context.Context, cfg Config, accel, initrd string, probe bool) (up bool, err error) {
+	cpus := cfg.CPUs
+	if cpus <= 0 {
+		cpus = 2
+	}
 	args := []string{"-nodefaults", "-no-reboot", "-nographic", "-display", "none",
-		"-m", or(cfg.Memory, "1G"), "-smp", strconv.Itoa(max(cfg.CPUs, 1)),
+		"-m", or(cfg.Memory, "1G"), "-smp", strconv.Itoa(cpus),
 		"-kernel", cfg.Kernel.Image, "-initrd", initrd,
 		"-serial", "stdio",
 		"-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
@@ -339,9 +343,6 @@ func boot(ctx context.Context, cfg Config, accel, initrd string, probe bool) (up
 		"-fsdev", "local,id=share,path=" + cfg.Share + ",security_model=none",
 		"-device", "virtio-9p-pci,fsdev=share,mount_tag=share",
 		"-device", "virtio-rng-pci",
-	}
-	if cfg.CPUs == 0 {
-		args[8] = "2"
 	}
 	append2 := "panic=-1 oops=panic rdinit=/init loglevel=4"
 	var bin string
@@ -424,7 +425,8 @@ func or(s, def string) string {
 // dependencies come from modules.dep.
 var bootModules = []string{"virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_rng"}
 
-// InitBinary returns a static vmrun built for arch, built once per process.
+// initBuilds holds the static vmrun built for each guest architecture,
+// once per process (initBinary).
 var initBuilds sync.Map // Arch -> *initBuild
 
 type initBuild struct {

@@ -5,7 +5,8 @@
  * jumps back out); SIGPIPE ignored; SIGUSR2 handled but blocked, with one
  * SIGUSR2 queued by sigqueue with the value 4242 before ready; an
  * ITIMER_REAL interval timer raising SIGALRM every 50 ms; a POSIX timer
- * (CLOCK_MONOTONIC, SIGEV_SIGNAL SIGRTMIN, si_value 777) every 30 ms.
+ * (CLOCK_MONOTONIC, SIGEV_SIGNAL SIGRTMIN, si_value 777) every 30 ms, made
+ * after three others were made and deleted, so its id is not the first.
  *
  * The check wants: the same sigaltstack, handlers and flags, SIGPIPE
  * ignored, the same mask, SIGUSR2 still pending (until unblocked), umask
@@ -218,6 +219,15 @@ int main(int argc, char **argv) {
 	struct itimerval it = {{0, 50000}, {0, 50000}};
 	setitimer(ITIMER_REAL, &it, NULL);
 	struct sigevent sev = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGRTMIN, .sigev_value.sival_int = 777};
+	/* Timers made and deleted first: the one kept has an id other than
+	 * the first a fresh process gets (3 where ids come in order). */
+	for (int i = 0; i < 3; i++) {
+		timer_t t;
+		if (timer_create(CLOCK_MONOTONIC, &sev, &t) || timer_delete(t)) {
+			perror("timer_create");
+			exit(2);
+		}
+	}
 	if (timer_create(CLOCK_MONOTONIC, &sev, &timer)) {
 		perror("timer_create");
 		exit(2);

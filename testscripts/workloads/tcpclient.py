@@ -7,7 +7,7 @@ server's greeting and the reply it sends after the restore, and prints
 "client: OK" or "client: FAIL ...". Bounded: 60 s in all. argv[2], if
 given, is the server's address (default 127.0.0.1); argv[3] "half-close"
 shuts down its sending side after the second line (the server's socket
-goes to CLOSE_WAIT)."""
+goes to CLOSE_WAIT). RELOCATE_WAIT_SCALE=N stretches its bounds N times."""
 import os
 import re
 import socket
@@ -16,7 +16,8 @@ import time
 
 ready = sys.argv[1]
 port = int(re.search(r"port=(\d+)", open(ready).read()).group(1))
-deadline = time.monotonic() + 60
+scale = max(1, int(os.environ.get("RELOCATE_WAIT_SCALE", "1")))
+deadline = time.monotonic() + 60 * scale
 
 
 def wait_for(path):
@@ -28,7 +29,7 @@ def wait_for(path):
 
 
 host = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"
-s = socket.create_connection((host, port), timeout=30)
+s = socket.create_connection((host, port), timeout=30 * scale)
 s.sendall(b"hello-from-client\n")
 open("connected", "w").close()
 try:
