@@ -33,16 +33,20 @@ type Process struct {
 	PID int `json:"pid"`
 	// Zombie: exited, not yet reaped by its parent; WaitStatus is what the
 	// parent's wait will report. A zombie has nothing else.
-	Zombie      bool     `json:"zombie,omitempty"`
-	WaitStatus  int      `json:"wait_status,omitempty"`
-	PPID        int      `json:"ppid"`
-	PGID        int      `json:"pgid"`
-	SID         int      `json:"sid"`
-	Comm        string   `json:"comm"`
-	Exe         string   `json:"exe"`
-	ExeFile     *FileID  `json:"exe_file,omitempty"`
-	Cmdline     []string `json:"cmdline"`
-	Cwd         string   `json:"cwd"`
+	Zombie     bool     `json:"zombie,omitempty"`
+	WaitStatus int      `json:"wait_status,omitempty"`
+	PPID       int      `json:"ppid"`
+	PGID       int      `json:"pgid"`
+	SID        int      `json:"sid"`
+	Comm       string   `json:"comm"`
+	Exe        string   `json:"exe"`
+	ExeFile    *FileID  `json:"exe_file,omitempty"`
+	Cmdline    []string `json:"cmdline"`
+	Cwd        string   `json:"cwd"`
+	// CwdID identifies the working directory (device and inode: a restore
+	// on the same host may hand back the very directory the process held
+	// even where its credentials could not open the path any more).
+	CwdID       *FileID  `json:"cwd_id,omitempty"`
 	Root        string   `json:"root"`
 	Umask       uint32   `json:"umask"`
 	Creds       Creds    `json:"creds"`

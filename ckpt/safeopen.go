@@ -321,7 +321,14 @@ func checkMappings(p *Process, sameHost bool) error {
 // process (pidfd_getfd) for fchdir, instead of a chdir by path as root.
 func (rs *restorer) restoreCwd(L *remote) error {
 	c := credsOf(rs.p)
-	fd, err := openChecked(&c, rs.p.Cwd, unix.O_PATH|unix.O_DIRECTORY, expect{typ: unix.S_IFDIR})
+	e := expect{typ: unix.S_IFDIR}
+	if rs.p.CwdID != nil && rs.cp.sameHost() {
+		// The very directory it had (an inherited cwd the process could
+		// not open by path, such as a worker's after dropping root's
+		// rights): openChecked may then open it with relocate's.
+		e.id, e.sameHost = rs.p.CwdID, true
+	}
+	fd, err := openChecked(&c, rs.p.Cwd, unix.O_PATH|unix.O_DIRECTORY, e)
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,10 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if p.Cwd, err = d.fs.Readlink(pid, "cwd"); err != nil {
 		return nil, err
 	}
+	var cwd unix.Stat_t
+	if unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &cwd) == nil {
+		p.CwdID = &FileID{Path: p.Cwd, Dev: cwd.Dev, Ino: cwd.Ino}
+	}
 	if p.Root, err = d.fs.Readlink(pid, "root"); err != nil {
 		return nil, err
 	}
