@@ -241,8 +241,8 @@ func openFlags(f *File) int { return f.Flags&openMask | unix.O_CLOEXEC }
 // process holding it (regular files, directories and devices): the path
 // is resolved without symbolic links and must still lead to the file the
 // dump saw (openChecked).
-func (sh *shared) reopenPath(f *File, flags int, pos int64) (int, error) {
-	fd, err := openChecked(&sh.holder, f.Path, flags, sh.expectFile(*f))
+func (sh *shared) reopenPath(f *File, typ uint32, flags int, pos int64) (int, error) {
+	fd, err := openChecked(&sh.holder, f.Path, flags, sh.expectFile(f, typ))
 	if err != nil {
 		return -1, err
 	}
@@ -256,12 +256,16 @@ func (sh *shared) reopenPath(f *File, flags int, pos int64) (int, error) {
 }
 
 func (regularKind) open(sh *shared, f *File) (int, error) {
-	return sh.reopenPath(f, openFlags(f), f.Pos)
+	return sh.reopenPath(f, unix.S_IFREG, openFlags(f), f.Pos)
 }
 
-func (dirKind) open(sh *shared, f *File) (int, error) { return sh.reopenPath(f, openFlags(f), 0) }
+func (dirKind) open(sh *shared, f *File) (int, error) {
+	return sh.reopenPath(f, unix.S_IFDIR, openFlags(f), 0)
+}
 
-func (deviceKind) open(sh *shared, f *File) (int, error) { return sh.reopenPath(f, openFlags(f), 0) }
+func (deviceKind) open(sh *shared, f *File) (int, error) {
+	return sh.reopenPath(f, unix.S_IFCHR, openFlags(f), 0)
+}
 
 func (unixPairKind) open(sh *shared, f *File) (int, error) { return sh.unixEnd(*f) }
 
@@ -371,7 +375,7 @@ func (fifoKind) open(sh *shared, f *File) (int, error) {
 	// Hold the FIFO open for reading and writing, so opening either end
 	// neither blocks nor fails.
 	// The buffered bytes go only into a FIFO: checked before opening.
-	holder, err := openChecked(nil, f.Path, unix.O_RDWR|unix.O_NONBLOCK, sh.expectFile(*f))
+	holder, err := openChecked(nil, f.Path, unix.O_RDWR|unix.O_NONBLOCK, sh.expectFile(f, unix.S_IFIFO))
 	if err != nil {
 		return -1, err
 	}

@@ -272,20 +272,10 @@ func (sh *shared) holderCreds(i int) fsCreds {
 	return credsOf(&sh.cp.Processes[0])
 }
 
-// expectFile is what the path of f must be at restore.
-func (sh *shared) expectFile(f File) expect {
-	e := expect{id: f.ID, sameHost: sh.cp.sameHost()}
-	switch f.Kind {
-	case FileRegular:
-		e.typ = unix.S_IFREG
-	case FileDir:
-		e.typ = unix.S_IFDIR
-	case FileDevice:
-		e.typ = unix.S_IFCHR
-	case FileFIFO:
-		e.typ = unix.S_IFIFO
-	}
-	return e
+// expectFile is what the path of f must be at restore: a file of type
+// typ (S_IFREG, ...; its kind knows), and the one the dump saw.
+func (sh *shared) expectFile(f *File, typ uint32) expect {
+	return expect{typ: typ, id: f.ID, sameHost: sh.cp.sameHost()}
 }
 
 // createUnixSocket makes a unix socket with the process's credentials: a
