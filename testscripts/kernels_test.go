@@ -49,16 +49,14 @@ func matrixKernels() []string {
 	return []string{"6.1", "6.12"}
 }
 
-// TestKernelMatrix boots each kernel of the matrix in QEMU (testscripts/vm:
-// Debian's package, this machine's root file system read-only under a
-// tmpfs overlay) and runs matrixAreas there with this very test binary,
-// then reports kernel x area. It is slow (TCG here: a few minutes per
-// kernel), so ci.sh runs it beside the fuzzers. RELOCATE_MATRIX_OUT=FILE
-// writes the matrix as a Markdown table.
-func TestKernelMatrix(t *testing.T) {
+// guestShare skips (fails under CI) where the guests cannot run, and
+// returns a directory for the guest to share with the workloads built
+// into it (share/workloads).
+func guestShare(t *testing.T, what string) (share, wl string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		if inCI() {
-			t.Fatal("CI must run as root: the kernel matrix may not skip")
+			t.Fatalf("CI must run as root: %s may not skip", what)
 		}
 		t.Skip("needs root (the scripts need it, and QEMU's 9p export of /)")
 	}
@@ -68,11 +66,22 @@ func TestKernelMatrix(t *testing.T) {
 		}
 		t.Skip("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
 	}
-	share := t.TempDir()
-	wl := filepath.Join(share, "workloads")
+	share = t.TempDir()
+	wl = filepath.Join(share, "workloads")
 	if out, err := exec.Command("cp", "-a", buildWorkloads(t), wl).CombinedOutput(); err != nil {
 		t.Fatalf("cp workloads: %v\n%s", err, out)
 	}
+	return share, wl
+}
+
+// TestKernelMatrix boots each kernel of the matrix in QEMU (testscripts/vm:
+// Debian's package, this machine's root file system read-only under a
+// tmpfs overlay) and runs matrixAreas there with this very test binary,
+// then reports kernel x area. It is slow (TCG here: a few minutes per
+// kernel), so ci.sh runs it beside the fuzzers. RELOCATE_MATRIX_OUT=FILE
+// writes the matrix as a Markdown table.
+func TestKernelMatrix(t *testing.T) {
+	share, wl := guestShare(t, "the kernel matrix")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -260,23 +269,7 @@ cd "$SHARE"
 // on this host: it must either come back intact or be refused in one line
 // because the guest's CPU (TCG, unless KVM works) lacks features of this one.
 func TestKernelImages(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if inCI() {
-			t.Fatal("CI must run as root: the kernel images test may not skip")
-		}
-		t.Skip("needs root")
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if inCI() {
-			t.Fatal("qemu-system-x86_64 is missing (ci.sh installs qemu-system-x86)")
-		}
-		t.Skip("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
-	}
-	share := t.TempDir()
-	wl := filepath.Join(share, "workloads")
-	if out, err := exec.Command("cp", "-a", buildWorkloads(t), wl).CombinedOutput(); err != nil {
-		t.Fatalf("cp workloads: %v\n%s", err, out)
-	}
+	share, wl := guestShare(t, "the kernel images test")
 	relocate := filepath.Join(share, "relocate")
 	build := exec.Command("go", "build", "-o", relocate, "..")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
