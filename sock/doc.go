@@ -1,7 +1,7 @@
 // Package sock owns socket state: reading it from a socket (a pidfd_getfd
 // duplicate of the checkpointed process's), and making an equivalent socket
 // at restore, in the network namespace of the calling thread. It imports
-// nothing of ours (layering_test.go checks it).
+// nothing of ours (testscripts/layering_test.go checks it).
 //
 // What it carries:
 //   - TCP: listeners (with their options; connections still waiting in the

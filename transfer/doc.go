@@ -1,7 +1,7 @@
 // Package transfer owns everything between two hosts: the SSH client, the
 // self-upload of the binary, the control protocol of a migration and its
 // stream plumbing. It may import ckpt; it must never import cmd
-// (layering_test.go checks it).
+// (testscripts/layering_test.go checks it).
 //
 // The SSH client (ssh.go, sshconfig*.go, sshauth.go, sshcert.go,
 // knownhosts.go, proxy.go, keepalive.go) resolves a destination the way
