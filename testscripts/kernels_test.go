@@ -96,9 +96,16 @@ func TestKernelMatrix(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build relocate: %v\n%s", err, out)
 	}
-	pkgDir, err := os.Getwd()
+	here, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The guest mounts fresh tmpfs on /tmp and /run, which would hide a
+	// checkout there (a CI clone in /tmp): it runs from a copy of this
+	// package's directory in the share.
+	pkgDir := filepath.Join(share, "pkg")
+	if out, err := exec.Command("cp", "-a", here, pkgDir).CombinedOutput(); err != nil {
+		t.Fatalf("cp package: %v\n%s", err, out)
 	}
 	var scripts []string
 	for _, a := range matrixAreas {
