@@ -180,8 +180,13 @@ func run(cfg GuestConfig) (int, error) {
 	cmd := exec.Command(cfg.Args[0], cfg.Args[1:]...)
 	cmd.Env = env
 	cmd.Dir = cfg.Dir
-	if cmd.Dir == "" {
+	if _, err := os.Stat(cmd.Dir); cmd.Dir == "" || err != nil {
+		// No directory asked for, or one the guest's fresh /tmp or /run
+		// hides (a checkout under /tmp): the share, else /.
 		cmd.Dir = "/"
+		if cfg.Share != "" {
+			cmd.Dir = cfg.Share
+		}
 	}
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
