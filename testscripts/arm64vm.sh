@@ -67,6 +67,12 @@ for c in modprobe sh awk cat grep sleep test mkfifo touch tail head kill ls rm m
 	ln -s busybox "$share/bin/$c"
 done
 
+# The guest mounts a fresh tmpfs on /tmp, which would hide a checkout
+# there (a CI clone in /tmp): the tests run in a copy of their directories.
+mkdir -p "$share/repo"
+cp -a "$repo/ckpt" "$repo/testscripts" "$share/repo/"
+repo=$share/repo
+
 run=$(printf '%s|' $scripts)
 cat >"$share/guest.sh" <<GUEST
 # An emulated guest is often ten times slower: the scripts' waits stretch.
