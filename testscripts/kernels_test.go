@@ -67,8 +67,10 @@ func guestShare(t *testing.T, what string) (share, wl string) {
 		t.Skip("qemu-system-x86_64 is missing (apt-get install qemu-system-x86)")
 	}
 	share = t.TempDir()
+	// -L: the Python workloads are symbolic links into the checkout, which
+	// the guest may not see (its /tmp is a fresh tmpfs).
 	wl = filepath.Join(share, "workloads")
-	if out, err := exec.Command("cp", "-a", buildWorkloads(t), wl).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-aL", buildWorkloads(t), wl).CombinedOutput(); err != nil {
 		t.Fatalf("cp workloads: %v\n%s", err, out)
 	}
 	return share, wl
