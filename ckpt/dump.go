@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -53,8 +54,10 @@ type DumpOptions struct {
 	// program reads what was queued, then EOF, and may reconnect.
 	UnixDisconnect bool
 	Progress       *Progress // may be nil
-	Producer       string    // version string stored in the image header
-	Proc           proc.FS   // zero: the real /proc
+	// Log, if set, gets a debug line with the duration of each step.
+	Log      *slog.Logger
+	Producer string  // version string stored in the image header
+	Proc     proc.FS // zero: the real /proc
 	// Frozen, if set, runs once the tree is frozen and its state collected,
 	// before memory is written (a migration's post-dump hook). An error
 	// rolls the dump back.
@@ -98,6 +101,9 @@ type dumper struct {
 	tcp    []tcpSocket
 	lock   *sock.Lock
 	zombie *Process // set for a zombie child: nothing to freeze or collect
+	// later, if set, says which mappings a pre-copy will account for: their
+	// pages are not scanned now (see preCopy.final)
+	later func(VMA) bool
 	// stopSig is the signal that had stopped the process (job control:
 	// SIGSTOP, SIGTSTP, ...) when it was frozen; 0 if it was running.
 	stopSig unix.Signal
@@ -187,9 +193,11 @@ func dumpOnce(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts Dump
 				err = errors.Join(err, t.release())
 			}
 		}()
+		end := step(opts.Log, "dump: freeze")
 		if err := t.freeze(); err != nil {
 			return err
 		}
+		end()
 		f.frozenAt = time.Now()
 		f.Result, err = t.dumpFrozen(ctx, out)
 		return err
@@ -297,9 +305,14 @@ func (t *tree) release() error {
 // frozen. Precondition: called on the tracer thread.
 func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
 	cp := &Checkpoint{Root: t.procs[0].pid, Host: hostID()}
+	log := t.procs[0].opts.Log
+	end := step(log, "dump: state")
 	threads := 0
 	for _, d := range t.procs {
 		p := d.zombie
+		if p == nil && t.pc != nil && d == t.procs[0] {
+			d.later = func(v VMA) bool { return trackable(v) && t.pc.covers(v.Start, v.End) }
+		}
 		if p == nil {
 			var err error
 			if p, err = d.collectProcess(); err != nil {
@@ -347,10 +360,13 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	}
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
+	end()
 	if t.pc != nil && t.procs[0].zombie == nil {
+		end := step(log, "dump: pre-copy, last look")
 		if err := t.pc.final(t.procs[0], &cp.Processes[0]); err != nil {
 			return nil, err
 		}
+		end()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -385,6 +401,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		total += d.runBytes()
 	}
 	t.procs[0].opts.Progress.set("dumping memory", total)
+	end = step(log, "dump: memory")
 	for _, d := range t.procs {
 		if err := d.writeMemory(ctx, w); err != nil {
 			if ctx.Err() != nil {
@@ -393,6 +410,8 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 			return nil, err
 		}
 	}
+	end()
+	end = step(log, "dump: contents, end of stream")
 	if err := t.files.writeBlobs(w); err != nil {
 		return nil, err
 	}
@@ -403,6 +422,7 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 		return nil, err
 	}
 	ok = true
+	end()
 	if f, isFile := out.(*os.File); isFile {
 		if err := f.Sync(); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EROFS) {
 			return nil, fmt.Errorf("sync image: %w", err)

@@ -124,16 +124,12 @@ func (d *dumper) collectMemory(p *Process) error {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "dump", Err: err}
 			}
 		}
-		if keep := keepPage(v.Kind); keep != nil && v.Obj == 0 {
-			forced := !m.Read
-			err := pm.Runs(mem.Range{Start: m.Start, End: m.End}, chunkPages, keep, func(r mem.Range) error {
-				d.runs = append(d.runs, memRun{Range: r, forced: forced})
-				v.Pages += r.Len() / mem.PageSize
-				return nil
-			})
+		if d.later == nil || !d.later(v) {
+			runs, err := scanVMA(pm, &v)
 			if err != nil {
 				return &MappingError{PID: d.pid, Start: m.Start, End: m.End, Path: m.Path, Op: "scan pagemap", Err: err}
 			}
+			d.runs = append(d.runs, runs...)
 		}
 		p.VMAs = append(p.VMAs, v)
 	}
@@ -141,6 +137,23 @@ func (d *dumper) collectMemory(p *Process) error {
 	// another it cannot tell the vDSOs apart (see placeVDSO).
 	p.VDSO, _ = readVDSO(d.pid, p.VMAs)
 	return nil
+}
+
+// scanVMA lists the runs of pages of v to save and counts them in
+// v.Pages.
+func scanVMA(pm *mem.Pagemap, v *VMA) ([]memRun, error) {
+	keep := keepPage(v.Kind)
+	if keep == nil || v.Obj != 0 {
+		return nil, nil
+	}
+	forced := v.Prot&unix.PROT_READ == 0
+	var runs []memRun
+	err := pm.Runs(mem.Range{Start: v.Start, End: v.End}, chunkPages, keep, func(r mem.Range) error {
+		runs = append(runs, memRun{Range: r, forced: forced})
+		v.Pages += r.Len() / mem.PageSize
+		return nil
+	})
+	return runs, err
 }
 
 // runBytes is the memory the collected runs cover.

@@ -106,11 +106,32 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 	if err := pc.tracker.Track(pc.ranges); err != nil {
 		return nil, &noTrackingError{err}
 	}
-	if pc.w, err = image.NewWriter(out, d.header(&p), image.WriterOptions{}); err != nil {
+	h := d.header(&p)
+	h.Regions = regionsOf(p.VMAs)
+	if pc.w, err = image.NewWriter(out, h, image.WriterOptions{}); err != nil {
 		return nil, err
 	}
 	defer context.AfterFunc(ctx, pc.w.Abort)()
 	return pc, pc.rounds(ctx, opts)
+}
+
+// regionsOf is the header's hint of the mappings of vmas (see
+// image.Header.Regions): neighbours with the same flags merged, at most
+// image.MaxRegions of them.
+func regionsOf(vmas []VMA) []image.Region {
+	var rs []image.Region
+	for _, v := range vmas {
+		r := image.Region{Start: v.Start, End: v.End, Flags: v.mmapFlags()}
+		if n := len(rs); n > 0 && rs[n-1].End == r.Start && rs[n-1].Flags == r.Flags {
+			rs[n-1].End = r.End
+			continue
+		}
+		if len(rs) == image.MaxRegions {
+			break
+		}
+		rs = append(rs, r)
+	}
+	return rs
 }
 
 // noTrackingError: the writes of the process cannot be tracked; nothing
@@ -381,6 +402,12 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 		}
 	}
 	var runs []memRun
+	var pm *mem.Pagemap
+	defer func() {
+		if pm != nil {
+			pm.Close()
+		}
+	}()
 	i := 0 // d.runs are in address order, like p.VMAs
 	for vi := range p.VMAs {
 		v := &p.VMAs[vi]
@@ -390,6 +417,17 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 			i++
 		}
 		w, ok := dirty[vi]
+		if !ok && d.later != nil && d.later(*v) {
+			// Left for the tracker, which lost it: copied whole after all.
+			if pm == nil {
+				if pm, err = mem.OpenPagemap(d.pid); err != nil {
+					return err
+				}
+			}
+			if own, err = scanVMA(pm, v); err != nil {
+				return &MappingError{PID: d.pid, Start: v.Start, End: v.End, Path: v.Name, Op: "scan pagemap", Err: err}
+			}
+		}
 		if !ok {
 			runs = append(runs, own...)
 			continue

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"slices"
@@ -24,6 +25,8 @@ import (
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	Progress *Progress
+	// Log, if set, gets a debug line with the duration of each step.
+	Log *slog.Logger
 	// PIDNS restores into a new PID namespace, where the processes keep
 	// their PIDs whatever holds those PIDs here; the namespace's init is a
 	// few instructions that reap. RestoreResult.PID is the root's PID as
@@ -71,34 +74,31 @@ type RestoreResult struct {
 // ReadCheckpoint reads the header and metadata record of an image. Pages
 // of a pre-copy before the metadata are skipped.
 func ReadCheckpoint(r *image.Reader) (*Checkpoint, error) {
-	cp, _, err := readCheckpoint(r, false)
-	return cp, err
+	return readCheckpoint(r, nil)
 }
 
-// readCheckpoint reads the metadata record, and with hold keeps (copies
-// of) the page records a pre-copy put before it.
-func readCheckpoint(r *image.Reader, hold bool) (*Checkpoint, *heldPages, error) {
-	held := &heldPages{}
+// readCheckpoint reads the metadata record; keep, if set, takes the page
+// records a pre-copy put before it (nil skips them).
+func readCheckpoint(r *image.Reader, keep func(*image.Pages) error) (*Checkpoint, error) {
 	rec, err := r.Next()
 	for err == nil && rec.Kind == image.KindPages {
-		if hold {
-			if err := held.add(rec.Pages); err != nil {
-				return nil, nil, err
+		if keep != nil {
+			if err := keep(rec.Pages); err != nil {
+				return nil, err
 			}
 		}
 		rec, err = r.Next()
 	}
 	if err == io.EOF {
-		return nil, nil, fmt.Errorf("image has no metadata: %w", image.ErrCorrupt)
+		return nil, fmt.Errorf("image has no metadata: %w", image.ErrCorrupt)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if rec.Kind != image.KindMeta {
-		return nil, nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
+		return nil, fmt.Errorf("image: first record is not metadata: %w", image.ErrCorrupt)
 	}
-	cp, err := parseCheckpoint(rec.Meta)
-	return cp, held, err
+	return parseCheckpoint(rec.Meta)
 }
 
 func parseCheckpoint(meta []byte) (*Checkpoint, error) {
@@ -278,11 +278,16 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 	if err := checkHeader(r.Header()); err != nil {
 		return nil, nil, err
 	}
-	cp, held, err := readCheckpoint(r, true)
+	tr := ptrace.NewTracer()
+	defer tr.Close()
+	early := newEarlyPages(tr, r.Header(), opts.Log)
+	defer early.close() // unless the restore took its stub
+	cp, err := readCheckpoint(r, early.add)
 	if err != nil {
 		return nil, nil, err
 	}
-	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, precopied: held}
+	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, early: early}
+	sh.step("metadata")()
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]
@@ -301,8 +306,6 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 		sh.closeFiles()
 		return nil, nil, err
 	}
-	tr := ptrace.NewTracer()
-	defer tr.Close()
 	err = tr.Do(func() (err error) {
 		defer func() {
 			if err != nil {
@@ -449,8 +452,13 @@ type shared struct {
 	holder fsCreds
 	// warnings: what could not be applied (cgroup limits), for the user
 	warnings []string
-	// pages of a pre-copy, read before the metadata
+	// pages of a pre-copy, read before the metadata: placed in a stub as
+	// they came, or held
+	early     *earlyPages
 	precopied *heldPages
+	// the pre-copied memory the root has in place from the stub it was
+	// cloned from (CLONE_VM), sorted
+	kept []mem.Range
 }
 
 // restorer rebuilds one process.
@@ -519,6 +527,8 @@ func (sh *shared) closeFiles() {
 	}
 }
 
+func (sh *shared) step(name string) func() { return step(sh.opts.Log, "restore: "+name) }
+
 // run performs the restore. Precondition: called on the tracer thread.
 func (sh *shared) run(ctx context.Context) error {
 	// One code page address that no process of the image uses.
@@ -528,20 +538,29 @@ func (sh *shared) run(ctx context.Context) error {
 			used = append(used, mem.Range{Start: v.Start, End: v.End})
 		}
 	}
-	var err error
-	if sh.stub, err = startStub(used); err != nil {
+	end := sh.step("stub")
+	st, err := sh.adoptEarly(used)
+	if err != nil {
 		return err
+	}
+	if sh.stub = st; st == nil {
+		if sh.stub, err = startStub(used); err != nil {
+			return err
+		}
 	}
 	if err := checkCPUState(sh.stub.tid, sh.cp); err != nil {
 		return err
 	}
+	end()
 	// Processes are made top-down, each cloned from its restored parent
 	// before any memory is mapped, so a child copies almost nothing.
+	end = sh.step("processes")
 	for _, rs := range sh.order {
 		if err := rs.create(used); err != nil {
 			return err
 		}
 	}
+	end()
 	if sh.init != nil {
 		if err := sh.init.runInit(); err != nil {
 			return err
@@ -558,14 +577,19 @@ func (sh *shared) run(ctx context.Context) error {
 		live = append(live, rs)
 	}
 	sh.order = live
+	end = sh.step("mappings")
 	for _, rs := range sh.order {
 		if err := rs.mapMemory(rs.leader, rs.pidfd); err != nil {
 			return err
 		}
 	}
+	end()
+	end = sh.step("memory")
 	if err := sh.stream(ctx); err != nil {
 		return err
 	}
+	end()
+	end = sh.step("files")
 	if err := sh.lockNet(); err != nil {
 		return err
 	}
@@ -604,6 +628,8 @@ func (sh *shared) run(ctx context.Context) error {
 			return err
 		}
 	}
+	end()
+	defer sh.step("resume")()
 	return sh.resume()
 }
 
@@ -623,7 +649,7 @@ func (rs *restorer) create(used []mem.Range) error {
 		// so a failed restore reaps it here instead of leaving a zombie
 		// that holds the PID; on success relocate's exit hands it to init.
 		if rs.opts.TimeNS && rs.cp.Clock != nil {
-			if err := rs.stub.enterTimeNS(rs.cp.Clock); err != nil {
+			if err := rs.stub.enterTimeNS(rs.cp.Clock, len(rs.kept) > 0); err != nil {
 				return err
 			}
 		}
@@ -635,8 +661,25 @@ func (rs *restorer) create(used []mem.Range) error {
 			if rs.leader, err = rs.init.clone(0, uint64(unix.SIGCHLD), p.PID); err != nil {
 				return &ProcessError{PID: p.PID, Err: err}
 			}
-		} else if rs.leader, err = rs.stub.clone(unix.CLONE_PARENT, 0, p.PID); err != nil {
-			return &ProcessError{PID: p.PID, Err: err}
+		} else {
+			flags := uint64(unix.CLONE_PARENT)
+			if len(rs.kept) > 0 {
+				// The stub's address space, with the pre-copied memory
+				// in it, becomes the root's: nothing to copy.
+				flags |= unix.CLONE_VM
+			}
+			if rs.leader, err = rs.stub.clone(flags, 0, p.PID); err != nil {
+				return &ProcessError{PID: p.PID, Err: err}
+			}
+			// Its children must not inherit that memory.
+			for _, r := range rs.kept {
+				if len(rs.cp.Processes) == 1 {
+					break
+				}
+				if _, err := rs.leader.call(unix.SYS_MADVISE, r.Start, r.Len(), unix.MADV_DONTFORK); err != nil {
+					return &ProcessError{PID: p.PID, Err: fmt.Errorf("pre-copied memory: %w", err)}
+				}
+			}
 		}
 	} else {
 		parent := rs.procs[p.PPID]
@@ -824,18 +867,30 @@ func (rs *restorer) mapMemory(L *remote, pidfd int) error {
 		default:
 			return fmt.Errorf("image metadata: mapping kind %q: %w", v.Kind, image.ErrCorrupt)
 		}
-		if v.hasFlag("gd") {
-			flags |= unix.MAP_GROWSDOWN
+		flags |= v.mmapFlags()
+		// Pre-copied memory the root has in place stays: only the rest of
+		// the mapping is made (the same kind, flags and protection, so
+		// the kernel joins the parts into one mapping again).
+		whole := mem.Range{Start: v.Start, End: v.End}
+		parts := []mem.Range{whole}
+		kept := v.PreCopied && rs.p.PID == rs.cp.Root && overlapsAny(whole, rs.kept)
+		if kept {
+			parts = subtractRanges(whole, rs.kept)
 		}
-		if v.hasFlag("nr") {
-			flags |= unix.MAP_NORESERVE
+		for _, r := range parts {
+			got, err := L.call(unix.SYS_MMAP, r.Start, r.Len(), prot, flags, fd, off+(r.Start-v.Start))
+			if err != nil {
+				return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: err}
+			}
+			if got != r.Start {
+				return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: fmt.Errorf("mapped at %#x", got)}
+			}
 		}
-		got, err := L.call(unix.SYS_MMAP, v.Start, v.End-v.Start, prot, flags, fd, off)
-		if err != nil {
-			return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: err}
-		}
-		if got != v.Start {
-			return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "mmap", Err: fmt.Errorf("mapped at %#x", got)}
+		if kept && len(rs.cp.Processes) > 1 && !v.hasFlag("dc") {
+			// It was kept from the root's children while they were made.
+			if _, err := L.call(unix.SYS_MADVISE, v.Start, v.End-v.Start, unix.MADV_DOFORK); err != nil {
+				return &MappingError{PID: rs.p.PID, Start: v.Start, End: v.End, Path: v.Name, Op: "madvise", Err: err}
+			}
 		}
 		if fill {
 			rs.filled = append(rs.filled, v)
@@ -867,6 +922,19 @@ var madvFlags = map[string]int{
 
 func (v *VMA) hasFlag(f string) bool { return slices.Contains(v.Flags, f) }
 
+// mmapFlags are the flags of mmap(2) that give a mapping the VmFlags of v
+// that cannot be set afterwards.
+func (v *VMA) mmapFlags() uint64 {
+	var f uint64
+	if v.hasFlag("gd") {
+		f |= unix.MAP_GROWSDOWN
+	}
+	if v.hasFlag("nr") {
+		f |= unix.MAP_NORESERVE
+	}
+	return f
+}
+
 // stream reads page and blob records up to the verified trailer, writing
 // each page run into the process it belongs to.
 func (sh *shared) stream(ctx context.Context) error {
@@ -877,9 +945,11 @@ func (sh *shared) stream(ctx context.Context) error {
 		}
 	}
 	sh.opts.Progress.set("restoring memory", total)
+	end := sh.step("pre-copied memory")
 	if err := sh.writeHeld(); err != nil {
 		return err
 	}
+	end()
 	// Decompress ahead on the other cores while this thread writes pages.
 	sh.r.Prefetch(runtime.GOMAXPROCS(0))
 	defer sh.r.StopPrefetch()

@@ -424,10 +424,10 @@ func (r *remote) runInit() error {
 
 // enterTimeNS gives the stub's future children a new time namespace whose
 // CLOCK_MONOTONIC and CLOCK_BOOTTIME read on from c: the offsets are set
-// before any task enters it (the kernel refuses them afterwards), and the
-// stub itself stays where it is (unshare(CLONE_NEWTIME) only concerns
-// children).
-func (r *remote) enterTimeNS(c *Clock) error {
+// before any task enters it (the kernel refuses them afterwards). With
+// join the stub enters it as well: a child that shares its address space
+// (CLONE_VM) shares its time namespace, whatever the one for children.
+func (r *remote) enterTimeNS(c *Clock, join bool) error {
 	if _, err := r.call(unix.SYS_UNSHARE, unix.CLONE_NEWTIME); err != nil {
 		return fmt.Errorf("new time namespace: %w", err)
 	}
@@ -442,6 +442,23 @@ func (r *remote) enterTimeNS(c *Clock) error {
 	path := fmt.Sprintf("/proc/%d/timens_offsets", r.pid)
 	if err := os.WriteFile(path, []byte(offsets), 0); err != nil {
 		return fmt.Errorf("time namespace offsets: %w", err)
+	}
+	if !join {
+		return nil
+	}
+	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/time_for_children", r.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("enter the time namespace: %w", err)
+	}
+	defer unix.Close(ns)
+	fd, err := r.call(unix.SYS_PIDFD_GETFD, stubPidfd, uint64(ns), 0)
+	if err != nil {
+		return fmt.Errorf("enter the time namespace: %w", err)
+	}
+	_, err = r.call(unix.SYS_SETNS, fd, unix.CLONE_NEWTIME)
+	_, cerr := r.call(unix.SYS_CLOSE, fd)
+	if err = errors.Join(err, cerr); err != nil {
+		return fmt.Errorf("enter the time namespace: %w", err)
 	}
 	return nil
 }

@@ -96,9 +96,11 @@ func (d *dumper) collectProcess() (*Process, error) {
 	if p.Rlimits, err = d.rlimits(); err != nil {
 		return nil, err
 	}
+	end := step(d.opts.Log, "dump: memory map")
 	if err := d.collectMemory(p); err != nil {
 		return nil, err
 	}
+	end()
 	if err := d.collectFDs(p); err != nil {
 		return nil, err
 	}
@@ -116,9 +118,11 @@ func (d *dumper) collectProcess() (*Process, error) {
 		}
 		p.Threads = append(p.Threads, *t)
 	}
+	end = step(d.opts.Log, "dump: injected queries")
 	if err := d.injectQueries(p); err != nil {
 		return nil, err
 	}
+	end()
 	return p, nil
 }
 

@@ -73,6 +73,9 @@ func (f *Frozen) end() {
 	}
 }
 
+// FrozenFor is how long the tree has been frozen so far.
+func (f *Frozen) FrozenFor() time.Duration { return time.Since(f.frozenAt) }
+
 // OnRollback adds undo to what Rollback takes back (newest first, after
 // the tree runs again): a hook's counterpart, say.
 func (f *Frozen) OnRollback(undo func() error) { f.undo.push(undo) }

@@ -62,7 +62,7 @@ type MigrateResult struct {
 	Threads     int    `json:"threads"`
 	BytesRaw    int64  `json:"bytes_raw"`   // memory the tree had
 	BytesSent   int64  `json:"bytes_sent"`  // image bytes on the wire
-	FrozenMS    int64  `json:"frozen_ms"`   // source frozen until killed
+	FrozenMS    int64  `json:"frozen_ms"`   // from the freeze to the target's word that its copy runs
 	TotalMS     int64  `json:"total_ms"`    // from the first connection to done
 	RestoreMS   int64  `json:"restore_ms"`  // the target's restore
 	Uploaded    bool   `json:"uploaded"`    // relocate was copied to the target
@@ -389,6 +389,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	var cp *ckpt.Checkpoint
 	flt := parseFault(os.Getenv("RELOCATE_FAULT"))
 	dopts := ckpt.DumpOptions{
+		Log:            logFrom(ctx),
 		UnixDisconnect: o.UnixDisconnect,
 		Progress:       o.Progress,
 		Producer:       o.Producer,
@@ -450,7 +451,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	if err != nil {
 		return nil, rollback(err)
 	}
-	ready := m
+	ready, readyAt := m, time.Now()
 	s.prepared = true
 	flt.at("ready")
 	if err := ctx.Err(); err != nil {
@@ -482,6 +483,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		_ = l.remove()
 		return nil, rollback(err)
 	}
+	logFrom(ctx).Debug("step", "step", "commit: recorded and held", "duration", time.Since(readyAt).Round(time.Microsecond))
 	o.Progress.Set("committing", 0)
 	endCommit := phase(ctx, "commit")
 	sendErr := s.frames.send(frameCommit, nil)
@@ -508,6 +510,11 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		err := errors.Join(f.Rollback(), l.remove())
 		return nil, &RolledBackError{PID: pid, Err: errors.Join(errors.New("the target gave up its copy before the commit reached it"), err)}
 	}
+	// The process was nowhere running from the freeze until now (the
+	// target resumed its copy just before it said so): that is the
+	// downtime, not the kill of the copy here that follows.
+	downtime := f.FrozenFor()
+	logFrom(ctx).Debug("step", "step", "commit: answered", "duration", time.Since(readyAt).Round(time.Microsecond))
 	flt.at("before-kill")
 	if err := f.Commit(); err != nil {
 		logFrom(ctx).Warn(fmt.Sprintf("kill the copy here: %v", err))
@@ -518,7 +525,7 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 	_ = l.remove()
 	dres := f.Result
 	res.Processes, res.Threads = dres.Processes, dres.Threads
-	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, dres.FrozenMS
+	res.BytesRaw, res.BytesSent, res.FrozenMS = dres.BytesRaw, s.frames.sent, downtime.Milliseconds()
 	res.RestoreMS, res.TimeNS, res.TargetPID = ready.RestoreMS, ready.TimeNSUsed, ready.PID
 	res.PreCopy = dres.PreCopy
 	_ = s.stdin.Close()

@@ -117,6 +117,7 @@ func receiveTx(ctx context.Context, fr *frameReader, mw *messageWriter, h *hello
 		return runHook(context.WithoutCancel(ctx), HookPreRestoreUndo, undo, uenv, errw)
 	}
 	opts := ckpt.RestoreOptions{
+		Log:    logFrom(ctx),
 		TimeNS: h.TimeNS,
 		PIDNS:  h.PIDNS,
 		BeforeNet: func(c *ckpt.Checkpoint) (func() error, error) {

@@ -101,6 +101,23 @@ type Header struct {
 	Created  time.Time `json:"created"`
 	PageSize int       `json:"page_size"` // of the dumped machine
 	CPU      CPUInfo   `json:"cpu"`
+	// Regions, in a stream that starts with pre-copied pages, are the
+	// address ranges the process those pages belong to mapped when the
+	// stream began, with the mmap flags each needs: a restore that places
+	// the pages before the metadata comes keeps its own mappings clear of
+	// them. A hint (at most MaxRegions), never authoritative.
+	Regions []Region `json:"regions,omitempty"`
+}
+
+// MaxRegions bounds Header.Regions.
+const MaxRegions = 8192
+
+// Region is a mapped address range and the mmap flags (MAP_GROWSDOWN,
+// MAP_NORESERVE) it was made with.
+type Region struct {
+	Start uint64 `json:"start"`
+	End   uint64 `json:"end"`
+	Flags uint64 `json:"flags,omitempty"`
 }
 
 // CPUInfo is what a restore needs to know about the dumping CPU to decide

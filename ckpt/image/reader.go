@@ -71,6 +71,9 @@ func NewReader(r io.Reader) (*Reader, error) {
 	if err := json.Unmarshal(p, &rd.hdr); err != nil {
 		return nil, &FormatError{Offset: start, Kind: k, Err: corrupt("bad header: %v", err)}
 	}
+	if len(rd.hdr.Regions) > MaxRegions {
+		return nil, &FormatError{Offset: start, Kind: k, Err: corrupt("header lists %d regions, more than %d", len(rd.hdr.Regions), MaxRegions)}
+	}
 	rd.records = 1
 	return rd, nil
 }

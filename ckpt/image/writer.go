@@ -77,6 +77,9 @@ type job struct {
 // NewWriter writes the preamble and the header record to w and starts the
 // workers. The Writer never closes w.
 func NewWriter(w io.Writer, h Header, opts WriterOptions) (*Writer, error) {
+	if len(h.Regions) > MaxRegions {
+		return nil, fmt.Errorf("image: header with %d regions, more than %d", len(h.Regions), MaxRegions)
+	}
 	hb, err := json.Marshal(h)
 	if err != nil {
 		return nil, fmt.Errorf("image: header: %w", err)

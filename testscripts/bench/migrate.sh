@@ -21,6 +21,7 @@
 # the freeze). The machine's load is printed first: on a shared machine the
 # modes of one run are comparable with each other, not with another run.
 #
+# BENCH_ARGS="-vv --log-file /tmp/x.log" adds arguments to every migration.
 # RELOCATE_PPROF=DIR makes relocate write CPU profiles there (see
 # cmd/profile.go); the benchmark passes it through to both hosts.
 set -eEuo pipefail
@@ -126,7 +127,8 @@ one() {
 	stop) args=(--precopy=off) && { "$reloc" --help | grep -q -- --precopy || args=(); } ;;
 	*) args=() ;;
 	esac
-	out=$(hexec src "$reloc" "$pid" -F "$SSH_CONFIG" dst --json --quiet "${args[@]}")
+	# shellcheck disable=SC2086 # BENCH_ARGS is words on purpose
+	out=$(hexec src "$reloc" "$pid" -F "$SSH_CONFIG" dst --json --quiet "${args[@]}" ${BENCH_ARGS:-})
 	t1=$(ms)
 	echo "$mode $mib $(field frozen_ms <<<"$out") $((t1 - t0)) $(field bytes_sent <<<"$out") $(field bytes_raw <<<"$out") $(sed -n 's/.*"throttle":\([0-9.]*\)[,}].*/\1/p' <<<"$out")" >>"$results"
 	verdict
