@@ -226,7 +226,7 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		for _, r := range runs {
 			total += int64(r.Len())
 		}
-		opts.Progress.set(fmt.Sprintf("pre-copy round %d", round+1), total)
+		opts.Progress.set(roundPhase(round, pc.res.Rounds), total)
 		if err := d.writeMemory(ctx, pc.w); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -250,6 +250,22 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 			return nil
 		}
 	}
+}
+
+// roundPhase names pre-copy round i for the progress display, with the
+// rates of the round before: how fast the process wrote memory, how fast
+// it was copied.
+func roundPhase(i int, done []PreCopyRound) string {
+	name := fmt.Sprintf("pre-copy round %d", i+1)
+	if len(done) == 0 {
+		return name
+	}
+	r := done[len(done)-1]
+	if r.MS <= 0 {
+		return name
+	}
+	mbps := func(b int64) float64 { return float64(b) / 1e3 / float64(r.MS) }
+	return fmt.Sprintf("%s (written %.0f MB/s, copied %.0f MB/s)", name, mbps(r.DirtyBytes), mbps(r.Bytes))
 }
 
 // writtenNow is written, with the process frozen for the instant of the

@@ -8,15 +8,15 @@ type PreCopyOptions struct {
 	// MaxFreeze is the time the frozen pass should take at most: rounds go
 	// on until what was written meanwhile can be sent in it. 0: 150 ms.
 	MaxFreeze time.Duration
-	// MaxRounds caps the rounds while the process runs. 0: 8.
+	// MaxRounds caps the rounds while the process runs. 0: 12.
 	MaxRounds int
 	// Required: fail when this kernel cannot track the writes of the
 	// process (no userfaultfd write-protection, no soft-dirty bits);
 	// otherwise Dump copies everything frozen, as without PreCopy.
 	Required bool
 	// MaxThrottle is the largest share of the time the process may be
-	// stopped for while it writes faster than the copy goes (0: 0.75; a
-	// negative value: never throttle).
+	// stopped for while it writes faster than the copy goes (0: 0.95, at
+	// most 0.99; a negative value: never throttle).
 	MaxThrottle float64
 }
 
@@ -59,9 +59,11 @@ type roundPlan struct {
 	rounds      []PreCopyRound
 }
 
-// throttleStep is how much more of the time a process that keeps writing
-// as fast as the copy goes is stopped for, each round.
-const throttleStep = 0.25
+// throttleSteps are the shares of the time a process that keeps writing
+// as fast as the copy goes is stopped for, a step more each such round:
+// coarse first, then finer near the top, where the last few per cent of
+// running time are most of what the process still writes.
+var throttleSteps = []float64{0.25, 0.5, 0.75, 0.9, 0.95, 0.97, 0.99}
 
 func newRoundPlan(o PreCopyOptions) *roundPlan {
 	p := &roundPlan{budget: o.MaxFreeze, maxRounds: o.MaxRounds}
@@ -69,15 +71,15 @@ func newRoundPlan(o PreCopyOptions) *roundPlan {
 		p.budget = 150 * time.Millisecond
 	}
 	if p.maxRounds <= 0 {
-		p.maxRounds = 8
+		p.maxRounds = 12
 	}
 	switch p.maxThrottle = o.MaxThrottle; {
 	case p.maxThrottle == 0:
-		p.maxThrottle = 0.75
+		p.maxThrottle = 0.95
 	case p.maxThrottle < 0:
 		p.maxThrottle = 0
 	}
-	p.maxThrottle = min(p.maxThrottle, 0.9)
+	p.maxThrottle = min(p.maxThrottle, 0.99)
 	return p
 }
 
@@ -112,7 +114,14 @@ func (p *roundPlan) done(r PreCopyRound) (bool, string) {
 		if p.throttle >= p.maxThrottle {
 			return true, stopNoProgress
 		}
-		p.throttle = min(p.throttle+throttleStep, p.maxThrottle)
+		next := p.maxThrottle
+		for _, s := range throttleSteps {
+			if s > p.throttle {
+				next = min(s, next)
+				break
+			}
+		}
+		p.throttle = next
 	}
 	return false, ""
 }

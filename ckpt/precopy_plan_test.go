@@ -4,6 +4,10 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relocate/relocate/ckpt/image"
 )
 
 func TestRoundPlan(t *testing.T) {
@@ -46,16 +50,57 @@ func TestRoundPlan(t *testing.T) {
 			}
 		}
 	}
-	// The throttle steps: 0, then +0.25 per round without progress, capped.
-	p := newRoundPlan(PreCopyOptions{MaxThrottle: 0.6})
-	var got []float64
-	for _, d := range []int64{300, 295, 290, 289, 288} {
-		if stop, _ := p.done(r(300, 600, d)); stop {
-			break
+	// The throttle steps: 0, then a step more per round without progress,
+	// capped at the limit.
+	for _, tc := range []struct {
+		max  float64
+		want []float64
+	}{
+		{0.6, []float64{0, 0.25, 0.5, 0.6}},
+		{0, []float64{0, 0.25, 0.5, 0.75, 0.9, 0.95}},
+		{1, []float64{0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.97, 0.99}},
+	} {
+		p := newRoundPlan(PreCopyOptions{MaxThrottle: tc.max})
+		var got []float64
+		for _, d := range []int64{300, 295, 290, 289, 288, 287, 286, 285, 284, 283} {
+			if stop, _ := p.done(r(300, 600, d)); stop {
+				break
+			}
+			got = append(got, p.throttle)
 		}
-		got = append(got, p.throttle)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("max %v: throttle steps %v, want %v", tc.max, got, tc.want)
+		}
 	}
-	if want := []float64{0, 0.25, 0.5, 0.6}; !slices.Equal(got, want) {
-		t.Errorf("throttle steps %v, want %v", got, want)
+}
+
+func TestRoundPhase(t *testing.T) {
+	if got := roundPhase(0, nil); got != "pre-copy round 1" {
+		t.Errorf("first round: %q", got)
+	}
+	done := []PreCopyRound{{Bytes: 200e6, MS: 1000, DirtyBytes: 16e6}}
+	if got, want := roundPhase(1, done), "pre-copy round 2 (written 16 MB/s, copied 200 MB/s)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestRegionsOf(t *testing.T) {
+	vmas := []VMA{
+		{Start: 0x1000, End: 0x2000},
+		{Start: 0x2000, End: 0x3000},
+		{Start: 0x3000, End: 0x4000, Flags: []string{"gd"}},
+		{Start: 0x5000, End: 0x6000, Flags: []string{"nr", "rd"}},
+	}
+	want := []image.Region{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x4000, Flags: unix.MAP_GROWSDOWN},
+		{Start: 0x5000, End: 0x6000, Flags: unix.MAP_NORESERVE}}
+	if got := regionsOf(vmas); !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	many := make([]VMA, image.MaxRegions+10)
+	for i := range many {
+		many[i] = VMA{Start: uint64(2*i) << 12, End: uint64(2*i+1) << 12}
+	}
+	if got := regionsOf(many); len(got) != image.MaxRegions {
+		t.Errorf("%d regions, want at most %d", len(got), image.MaxRegions)
 	}
 }

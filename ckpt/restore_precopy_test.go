@@ -6,7 +6,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/relocate/relocate/ckpt/image"
 	"github.com/relocate/relocate/ckpt/mem"
 )
 
@@ -100,26 +99,5 @@ func TestMergeRanges(t *testing.T) {
 	got := mergeRanges([]mem.Range{rg(10, 20), rg(0, 5), rg(5, 8), rg(15, 30), rg(40, 41)})
 	if want := []mem.Range{rg(0, 8), rg(10, 30), rg(40, 41)}; !slices.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
-	}
-}
-
-func TestRegionsOf(t *testing.T) {
-	vmas := []VMA{
-		{Start: 0x1000, End: 0x2000},
-		{Start: 0x2000, End: 0x3000},
-		{Start: 0x3000, End: 0x4000, Flags: []string{"gd"}},
-		{Start: 0x5000, End: 0x6000, Flags: []string{"nr", "rd"}},
-	}
-	want := []image.Region{{Start: 0x1000, End: 0x3000}, {Start: 0x3000, End: 0x4000, Flags: unix.MAP_GROWSDOWN},
-		{Start: 0x5000, End: 0x6000, Flags: unix.MAP_NORESERVE}}
-	if got := regionsOf(vmas); !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	many := make([]VMA, image.MaxRegions+10)
-	for i := range many {
-		many[i] = VMA{Start: uint64(2*i) << 12, End: uint64(2*i+1) << 12}
-	}
-	if got := regionsOf(many); len(got) != image.MaxRegions {
-		t.Errorf("%d regions, want at most %d", len(got), image.MaxRegions)
 	}
 }

@@ -23,6 +23,7 @@ import (
 // kernel: one per area of the engine.
 var matrixAreas = []struct{ area, script string }{
 	{"memory", "memory"},
+	{"pre-copy to a file (soft-dirty where PAGEMAP_SCAN is missing)", "precopy_file"},
 	{"threads", "threads"},
 	{"signals, itimer, POSIX timer ids", "signals"},
 	{"eventfd, epoll, timerfd, signalfd", "events"},
