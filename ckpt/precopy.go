@@ -247,7 +247,9 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		pc.res.Rounds = append(pc.res.Rounds, r)
 		if stop, why := plan.done(r); stop {
 			pc.res.Stop = why
-			return nil
+			// The rounds' records out of our hands before the freeze: the
+			// frozen pass must not queue behind them.
+			return pc.w.Flush()
 		}
 	}
 }

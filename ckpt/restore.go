@@ -589,7 +589,7 @@ func (sh *shared) run(ctx context.Context) error {
 		return err
 	}
 	end()
-	end = sh.step("files")
+	end = sh.step("network lock, pre-restore hook")
 	if err := sh.lockNet(); err != nil {
 		return err
 	}
@@ -602,9 +602,13 @@ func (sh *shared) run(ctx context.Context) error {
 			return err
 		}
 	}
+	end()
+	end = sh.step("files")
 	if err := sh.openFiles(); err != nil {
 		return err
 	}
+	end()
+	end = sh.step("process state")
 	for _, rs := range sh.order {
 		L := rs.leader
 		if err := rs.protect(L); err != nil {

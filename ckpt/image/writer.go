@@ -69,6 +69,7 @@ type job struct {
 	out  []byte
 
 	ready    chan struct{} // the worker is done with it
+	flushed  chan struct{} // a Flush: closed once everything before it is out
 	keepZero bool          // store zero pages too (a page resent as zero)
 
 	records, pages, zero int64
@@ -201,6 +202,28 @@ func (w *Writer) WriteMeta(v any) error {
 	j.ready <- struct{}{}
 	w.order <- j
 	return nil
+}
+
+// kindFlush marks the slot of a Flush: no record.
+const kindFlush Kind = 0
+
+// Flush returns once every record given so far has been written to the
+// underlying writer (a pre-copy drains its rounds before the freeze, so
+// that the frozen pass does not queue behind them).
+func (w *Writer) Flush() error {
+	j, err := w.slot()
+	if err != nil {
+		return err
+	}
+	j.kind, j.flushed = kindFlush, make(chan struct{})
+	done := j.flushed
+	j.ready <- struct{}{}
+	w.order <- j
+	select {
+	case <-done:
+	case <-w.abort:
+	}
+	return w.loadErr()
 }
 
 // WriteBlob writes data (copied) as blob records of id starting at offset,
@@ -340,6 +363,10 @@ func (w *Writer) emitter() {
 		if w.loadErr() == nil {
 			w.write(j)
 		}
+		if j.flushed != nil {
+			close(j.flushed)
+			j.flushed = nil
+		}
 		if j.kind == KindMeta {
 			j.in = nil
 		}
@@ -356,6 +383,12 @@ func (w *Writer) emitter() {
 const maxSlotOut = ChunkSize + (ChunkSize/PageSize/2+1)*(frameSize+pagesHdrSize+crcSize)
 
 func (w *Writer) write(j *job) {
+	if j.kind == kindFlush {
+		if err := w.bw.Flush(); err != nil {
+			w.fail(err)
+		}
+		return
+	}
 	rec := j.out
 	if j.kind == KindMeta {
 		rec = j.in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -291,4 +292,60 @@ func TestIsZeroPage(t *testing.T) {
 			b[i] = 0
 		}
 	}
+}
+
+// TestFlush: after Flush, everything given so far is in the output (not
+// in the writer's slots or buffer), and the stream goes on as before.
+func TestFlush(t *testing.T) {
+	var out lockedBuffer
+	w, err := NewWriter(&out, Header{Arch: "amd64"}, WriterOptions{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRand(5)
+	for i := range 20 {
+		buf := w.PageBuffer()[:4*PageSize]
+		heapLike(r, buf)
+		if err := w.WritePages(1, uint64(i)*4*PageSize, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := int64(out.Len()), w.Stats().StoredBytes; got != want || w.Stats().Pages != 80 {
+		t.Fatalf("after Flush: %d bytes out, %d stored, %d pages", got, want, w.Stats().Pages)
+	}
+	if err := w.WriteMeta(map[string]int{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := readAll(out.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Len()
+}
+
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Bytes()
 }
