@@ -168,6 +168,11 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 		waited += time.Since(start)
 		f, err := dumpOnce(ctx, pid, fs, out, opts, pc)
 		if queued(err) && attempt < dumpAttempt && ctx.Err() == nil && pc == nil {
+			if errors.Is(err, ErrTTYQueue) {
+				// No queue to watch from here: a moment for the reader.
+				time.Sleep(drainRetry)
+				waited += drainRetry
+			}
 			continue // a connection or message came in before the freeze: try again
 		}
 		if err != nil {

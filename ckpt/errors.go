@@ -14,6 +14,11 @@ var (
 	ErrTerminal    error = ExpectedError("not supported without --shell-job (which reattaches it to the restoring terminal)")
 	// ErrExternal marks a --external rule that cannot be followed.
 	ErrExternal error = ExpectedError("bad --external")
+	// ErrTTYQueue: bytes were on their way through a pseudo-terminal
+	// inside the tree when it was frozen (a multiplexer had not read its
+	// shells' output yet); a dump lets the tree run a moment and tries
+	// again.
+	ErrTTYQueue error = ExpectedError("the tree did not read them")
 )
 
 // Errors are classified where they are made: a failure that is an answer

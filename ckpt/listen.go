@@ -157,7 +157,7 @@ func (l *listeners) release() error {
 // (connections to accept, netlink messages to read): letting it run a
 // moment more may clear it.
 func queued(err error) bool {
-	return errors.Is(err, sock.ErrAcceptQueue) || errors.Is(err, sock.ErrNetlinkQueue)
+	return errors.Is(err, sock.ErrAcceptQueue) || errors.Is(err, sock.ErrNetlinkQueue) || errors.Is(err, ErrTTYQueue)
 }
 
 // queueError says why a dump gave up on a queue.

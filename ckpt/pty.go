@@ -87,7 +87,8 @@ func (ptmxKind) dump(p *fdProbe, f *File) (bool, error) {
 	pty.Packet = pkt != 0
 	// Bytes on their way either way cannot be put back as they were
 	// (a tty has no peek, and writing them again would echo and
-	// translate them): refused.
+	// translate them): refused, after the dump let the tree run a few
+	// moments to read them (ErrTTYQueue is retried).
 	out, _ := unix.IoctlGetInt(dup, unix.TIOCINQ)
 	in := 0
 	if peer, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(dup), unix.TIOCGPTPEER, unix.O_RDWR|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC); e == 0 {
@@ -95,7 +96,7 @@ func (ptmxKind) dump(p *fdProbe, f *File) (bool, error) {
 		unix.Close(int(peer))
 	}
 	if in > 0 || out > 0 {
-		return fail(fmt.Errorf("pty %d has %d bytes queued for its programs to read and %d for the master: %w", n, in, out, ErrUnsupported))
+		return fail(fmt.Errorf("pty %d has %d bytes queued for its programs to read and %d for the master: %w", n, in, out, ErrTTYQueue))
 	}
 	f.Kind, f.Path, f.PTY = FilePTMX, p.link, pty
 	return true, nil
