@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/relocate/relocate/ckpt/mem"
 	"github.com/relocate/relocate/sock"
 )
 
@@ -105,7 +106,15 @@ func Check() []Capability {
 		err = probePagemapScan()
 	}
 	add("userfaultfd WP + PAGEMAP_SCAN", err == nil, errDetail(err, "asynchronous write-protect and PAGEMAP_SCAN work"),
-		"dirty-page tracking for iterative pre-copy (not used yet)", false)
+		"write tracking for pre-copy with userfaultfd (soft-dirty bits are the fallback)", false)
+	if err != nil {
+		sd := mem.SoftDirtyWorks()
+		detail := "work: pre-copy tracks writes with them"
+		if !sd {
+			detail = "missing (CONFIG_MEM_SOFT_DIRTY)"
+		}
+		add("soft-dirty bits", sd, detail, "pre-copy: a migration copies everything frozen, dump --pre-copy refuses", false)
+	}
 
 	_, err = os.Stat("/proc/self/ns/time")
 	add("time namespaces", err == nil, errDetail(err, "available"), "continuing CLOCK_MONOTONIC/BOOTTIME across a migration", false)

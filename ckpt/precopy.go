@@ -60,6 +60,9 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: map[int]*frozenTask{}, files: newFileTable()}
 	var p Process
 	uffd := -1
+	// Without asynchronous write-protection here (before Linux 6.7), no
+	// userfaultfd goes into the process: soft-dirty bits, if any.
+	wantUffd := probeUffdWP() == nil && probePagemapScan() == nil
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	err = tr.Do(func() (err error) {
@@ -76,6 +79,9 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 			return err
 		}
 		d.runs = nil
+		if !wantUffd {
+			return errors.New("this kernel has no asynchronous userfaultfd write-protection with PAGEMAP_SCAN")
+		}
 		uffd, err = d.openUffd(&p)
 		return err
 	})
@@ -89,9 +95,13 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 		return nil, &noTrackingError{err}
 	}
 	if uffd >= 0 {
-		pc.tracker, err = mem.NewUffdTracker(pid, uffd)
+		pc.tracker, err = mem.NewUffdTracker(pid, uffd) // it owns uffd, even on error
 		pc.res.Tracking = "userfaultfd"
-	} else {
+		if err != nil && mem.SoftDirtyWorks() {
+			uffd = -1
+		}
+	}
+	if uffd < 0 {
 		pc.tracker, err = mem.NewSoftDirtyTracker(pid)
 		pc.res.Tracking = "soft-dirty"
 	}
