@@ -22,10 +22,15 @@ func TestRoundPlan(t *testing.T) {
 		want   []string // "" = go on
 	}{
 		{"nothing written", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 0)}, []string{stopConverged}},
-		// 512 MB/s: 16 MiB takes 31 ms, within 150 ms.
+		// 512 MB/s: 16 MiB takes 31 ms, within the 75 ms of the 150 ms
+		// budget the copy may have.
 		{"small hot set", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 16)}, []string{stopConverged}},
-		// 512 MB/s: 200 MiB is 390 ms; then 40 MiB is 78 ms.
-		{"shrinks", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 200), r(200, 400, 40)}, []string{"", stopConverged}},
+		// 512 MB/s: 200 MiB is 390 ms; then 30 MiB is 59 ms.
+		{"shrinks", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 200), r(200, 400, 30)}, []string{"", stopConverged}},
+		// 200 MB/s: 16 MiB is 84 ms, within 150 ms but not within the
+		// copy's share of it; throttled, 4 MiB is 21 ms.
+		{"freeze has fixed costs", PreCopyOptions{}, []PreCopyRound{r(200, 1000, 16), r(16, 80, 16), r(16, 80, 4)},
+			[]string{"", "", stopConverged}},
 		{"tight budget", PreCopyOptions{MaxFreeze: 10 * time.Millisecond}, []PreCopyRound{r(1024, 2000, 16), r(16, 40, 2)},
 			[]string{"", stopConverged}},
 		// Written as fast as copied: 300 MiB, then 290; no throttle allowed.
@@ -39,7 +44,7 @@ func TestRoundPlan(t *testing.T) {
 		{"throttled", PreCopyOptions{MaxThrottle: 0.5}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 290),
 			r(290, 580, 280), r(280, 560, 275)}, []string{"", "", "", stopNoProgress}},
 		// Throttling helps: it converges.
-		{"throttle helps", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 295), r(295, 590, 50)},
+		{"throttle helps", PreCopyOptions{}, []PreCopyRound{r(1024, 2000, 300), r(300, 600, 295), r(295, 590, 30)},
 			[]string{"", "", stopConverged}},
 	} {
 		p := newRoundPlan(tc.opts)

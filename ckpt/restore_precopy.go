@@ -113,7 +113,9 @@ func (e *earlyPages) add(p *image.Pages) error {
 			continue
 		}
 		if err := e.mmap(placedRange{Range: h, flags: e.flags[i]}); err != nil {
-			return err
+			// A hint is only a hint (an image is untrusted): the pages
+			// are mapped piece by piece below instead.
+			logDebug(e.log, "pre-copy: a region of the hint cannot be mapped", "error", err)
 		}
 	}
 	for _, pc := range planPieces(r, e.placed, e.own, e.hint, e.flags) {
