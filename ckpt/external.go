@@ -20,6 +20,9 @@ const FileExternal = "external"
 // External names, in the image, what an external descriptor was.
 type External struct {
 	What string `json:"what"` // "pipe:[1234]"
+	// Journal: the descriptor was a stdout stream to journald, opened as
+	// this (see journal.go).
+	Journal *JournalStream `json:"journal,omitempty"`
 }
 
 // ExternalRule says where external descriptors go at restore. PID 0
@@ -28,8 +31,11 @@ type External struct {
 type ExternalRule struct {
 	PID    int
 	FD     int
-	Target string // "/dev/null", a file, "stdin", "stdout" or "stderr"
+	Target string // "/dev/null", a file, "stdin", "stdout", "stderr" or "journal"
 }
+
+// targetJournal: a new stdout stream to the restoring host's journal.
+const targetJournal = "journal"
 
 // ParseExternalRule reads "[PID:]FD=TARGET" or "all=TARGET".
 func ParseExternalRule(s string) (ExternalRule, error) {
@@ -137,6 +143,10 @@ func (sh *shared) resolveExternals(rules []ExternalRule) error {
 			continue
 		}
 		best, score := "/dev/null", -1
+		if f.External.Journal != nil && journalAvailable() {
+			best = targetJournal // the lines go on where they went
+		}
+		comm := ""
 		for _, p := range sh.cp.Processes {
 			for _, fd := range p.FDs {
 				if fd.File != i {
@@ -161,10 +171,27 @@ func (sh *shared) resolveExternals(rules []ExternalRule) error {
 					}
 				}
 				sh.notes = append(sh.notes, ExternalNote{PID: p.PID, FD: fd.FD, What: f.External.What})
+				if comm == "" {
+					comm = p.Comm
+				}
 			}
 		}
 		targets[i] = best
-		tfd, err := openTarget(best, f.Flags)
+		var tfd int
+		var err error
+		if best == targetJournal {
+			js := f.External.Journal
+			if js == nil {
+				// A pipe sent to the journal: named after its process.
+				js = &JournalStream{Identifier: comm, Priority: 6}
+			}
+			tfd, err = connectJournal(js)
+			if err == nil && f.Flags&unix.O_NONBLOCK != 0 {
+				err = unix.SetNonblock(tfd, true)
+			}
+		} else {
+			tfd, err = openTarget(best, f.Flags)
+		}
 		if err != nil {
 			return externalError("--external: "+f.Describe(), err)
 		}

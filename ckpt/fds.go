@@ -581,6 +581,14 @@ func (unixPairKind) inTree(t *fileTable, opts DumpOptions, p *Process, fd FD, f 
 			return nil
 		}
 	}
+	if f.Unix.Type == unix.SOCK_STREAM && f.Unix.Listener == journalStdout() {
+		// A service's stdout or stderr to journald: reconnected at
+		// restore, under the same identifier.
+		js := readJournalStream(f.Unix.Peer, p.Comm)
+		t.makeExternal(f, fmt.Sprintf("socket:[%d] to the journal as %q", f.Unix.Ino, js.Identifier))
+		f.External.Journal = js
+		return nil
+	}
 	if opts.UnixDisconnect {
 		f.Unix.Peer = 0 // f.Unix is shared with t.files
 		return nil

@@ -25,7 +25,7 @@ func (o *restoreOptions) AddFlags(c *cobra.Command) {
 	c.Flags().BoolVar(&o.json, "json", false, "print a JSON summary instead of the PID")
 	c.Flags().BoolVar(&o.tcpClose, "tcp-close", false, "reset established TCP connections instead of resuming them (the peer gets a reset, the process ECONNRESET); listeners come back")
 	c.Flags().BoolVar(&o.pidns, "pidns", false, "restore in a new PID namespace where the processes keep their PIDs even if those are taken here; prints the root's PID as seen from here")
-	c.Flags().StringArrayVar(&o.external, "external", nil, "where a descriptor that led outside the checkpoint goes (a pipe to logger, say): [PID:]FD=TARGET or all=TARGET, TARGET /dev/null (the default), a file (appended to), stdin, stdout or stderr; repeatable")
+	c.Flags().StringArrayVar(&o.external, "external", nil, "where a descriptor that led outside the checkpoint goes (a pipe to logger, say): [PID:]FD=TARGET or all=TARGET, TARGET /dev/null (the default), a file (appended to), stdin, stdout, stderr or journal (a new stdout stream to this host's journald, the default for one that went to journald); repeatable")
 	c.Flags().StringVar(&o.cgroup, "cgroup-root", "", "put each process's cgroup (v2) path under this `CGROUP` instead of the hierarchy's root")
 	c.Flags().BoolVar(&o.timeNS, "timens", false, "restore in a new time namespace whose monotonic and boot clocks continue from the checkpoint")
 }
