@@ -335,16 +335,17 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	if err := t.files.checkSysV(); err != nil {
 		return nil, err
 	}
+	inTree := map[int]bool{}
+	for _, d := range t.procs {
+		inTree[d.pid] = true
+	}
+	t.files.tree = inTree
 	for i := range t.procs {
 		if err := t.files.inTree(t.procs[0].opts, &cp.Processes[i]); err != nil {
 			return nil, err
 		}
 	}
 	t.files.linkShmem()
-	inTree := map[int]bool{}
-	for _, d := range t.procs {
-		inTree[d.pid] = true
-	}
 	queues, sems, err := sysvIPCUser(inTree)
 	if err != nil {
 		return nil, err
@@ -471,8 +472,8 @@ func (t *tree) kill(unlock bool) (netLocked bool, err error) {
 			d.lock.Persist() // the connections wait for the restore
 		}
 	}
-	// Its System V segments moved with it.
-	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues(), t.files.removeSemSets())
+	// Its System V segments and its named POSIX message queues moved with it.
+	errs = append(errs, t.files.removeSysV(), t.files.removeMsgQueues(), t.files.removeSemSets(), t.files.removeMQueues())
 	return netLocked && !unlock, errors.Join(errs...)
 }
 

@@ -31,6 +31,13 @@ type fileTable struct {
 	ends map[uint64][2]bool
 	// sysv are the System V shared memory segments the tree attaches.
 	sysv sysvSegments
+	// tree holds the PIDs of the tree, once every process is collected.
+	tree map[int]bool
+	// mqRead marks the POSIX message queues (by inode) whose messages
+	// are read; mqOutside maps the files (dev, ino) that processes
+	// outside the tree hold open to one such process (mqueueOutside).
+	mqRead    map[uint64]bool
+	mqOutside map[[2]uint64]int
 }
 
 type fileRef struct {
@@ -49,7 +56,8 @@ type blobSource struct {
 }
 
 func newFileTable() *fileTable {
-	return &fileTable{byIno: map[[2]uint64][]fileRef{}, pipeBlob: map[uint64]File{}, shmem: map[[2]uint64]int{}}
+	return &fileTable{byIno: map[[2]uint64][]fileRef{}, pipeBlob: map[uint64]File{}, shmem: map[[2]uint64]int{},
+		mqRead: map[uint64]bool{}}
 }
 
 // shmemObject returns the VMA.Obj of the shared memory object that m maps
@@ -86,9 +94,6 @@ func memfdSeals(pidfd, fd int) (int, error) {
 	}
 	return seals, nil
 }
-
-// mqueueMagic is the f_type of the POSIX message queue file system.
-const mqueueMagic = 0x19800202
 
 // Character devices that are the same on every machine (major, minor).
 var portableDevices = map[[2]uint32]bool{
@@ -276,15 +281,6 @@ func (regularKind) dump(p *fdProbe, f *File) (bool, error) {
 	f.Kind, f.Path = FileRegular, p.link
 	f.ID = &FileID{Path: p.link, Dev: p.st.Dev, Ino: p.st.Ino, Size: p.st.Size, Mtime: p.st.Mtim.Nano()}
 	return true, nil
-}
-
-// dump refuses a POSIX message queue: its messages are not carried yet.
-func (mqueueKind) dump(p *fdProbe, f *File) (bool, error) {
-	var sfs unix.Statfs_t
-	if p.fileType() == unix.S_IFREG && unix.Statfs(p.procPath, &sfs) == nil && sfs.Type == mqueueMagic {
-		return false, p.fail("POSIX message queue", ErrUnsupported)
-	}
-	return false, nil
 }
 
 // isDeleted reports a regular file unlinked while open (a memfd too).

@@ -61,6 +61,7 @@ var fileKinds = map[string]fileKind{
 	FilePTS:      ptsKind{},
 	FileSysVMsg:  sysvMsgKind{},
 	FileSysVSem:  sysvSemKind{},
+	FileMQueue:   mqueueKind{},
 }
 
 // dumpOrder is the order in which kinds are offered a descriptor: the
@@ -181,8 +182,7 @@ type (
 	tcpKind      struct{ baseKind }
 	unixPairKind struct{ baseKind }
 	socketKind   struct{ baseKind }
-	shmemKind    struct{ baseKind }    // mapped, never open: see VMA.Obj
-	mqueueKind   struct{ unknownKind } // refused at dump
+	shmemKind    struct{ baseKind } // mapped, never open: see VMA.Obj
 )
 
 func (shmemKind) dump(*fdProbe, *File) (bool, error) { return false, nil }

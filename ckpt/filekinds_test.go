@@ -18,9 +18,6 @@ func TestFileKindsRegistry(t *testing.T) {
 	}
 	// Every kind a dump can produce can be restored.
 	for _, k := range dumpOrder {
-		if _, ok := k.(mqueueKind); ok {
-			continue
-		}
 		found := false
 		for _, r := range fileKinds {
 			found = found || r == k
@@ -44,9 +41,14 @@ func TestDescribeAndAddresses(t *testing.T) {
 		{Kind: FileSocket, Socket: &sock.State{Family: unix.AF_UNIX, Type: unix.SOCK_STREAM, Addr: "/run/x.sock", Listening: true}},
 		{Kind: FileTCP}, // corrupt: no state
 		{Kind: FileEventfd},
+		{Kind: FileMQueue, MQueue: &MQueue{Name: "/jobs", MaxMsg: 10, MsgSize: 64, Msgs: []MQMsg{{Prio: 1}}}},
+		{Kind: FileMQueue, MQueue: &MQueue{Name: "/tmp q", Unlinked: true, MaxMsg: 4, MsgSize: 32}},
+		{Kind: FileMQueue}, // corrupt: no state
 	}}
 	want := []string{"/var/log/x", "pipe:[42]", "tcp 10.0.0.1:80 -> 10.0.0.2:5000", "tcp listening on 10.0.0.1:80",
-		"unix listening on /run/x.sock", "tcp", "eventfd"}
+		"unix listening on /run/x.sock", "tcp", "eventfd",
+		"POSIX message queue /jobs (1 message queued, room for 10 of 64 bytes)",
+		"POSIX message queue /tmp q (deleted) (room for 4 messages of 32 bytes)", "mqueue"}
 	for i, w := range want {
 		if got := cp.Files[i].Describe(); got != w {
 			t.Errorf("file %d: Describe = %q, want %q", i, got, w)

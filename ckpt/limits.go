@@ -35,8 +35,14 @@ const (
 	// maxPipeBuffer bounds a pipe's or FIFO's buffered bytes, which
 	// restore holds in memory and sizes the pipe for (F_SETPIPE_SZ).
 	maxPipeBuffer = 1 << 26
-	maxTimers     = 1 << 16 // POSIX timers of one process
-	maxPending    = 1 << 16 // queued signals of one process (RLIMIT_SIGPENDING's usual order)
+	// maxMQueueBytes bounds the bytes in the messages of one POSIX
+	// message queue, which the metadata carries and restore holds in
+	// memory (RLIMIT_MSGQUEUE keeps a user's queues to 800 KiB by
+	// default). The count and size of the messages are bounded by the
+	// kernel's own limits (MQueue.validate).
+	maxMQueueBytes = 1 << 24
+	maxTimers      = 1 << 16 // POSIX timers of one process
+	maxPending     = 1 << 16 // queued signals of one process (RLIMIT_SIGPENDING's usual order)
 )
 
 // decodeMeta decodes the metadata record into cp after checking that the
@@ -245,6 +251,7 @@ func (cp *Checkpoint) validateCounts() error {
 	if fds > maxFDs || len(cp.Files) > maxFDs {
 		return bad("%d descriptors of %d files (at most %d)", fds, len(cp.Files), maxFDs)
 	}
+	mqSeen := map[uint64]bool{}
 	for i, f := range cp.Files {
 		if f.Size < 0 || f.Pos < 0 {
 			return bad("file %d (%s) has size %d, offset %d", i, f.Path, f.Size, f.Pos)
@@ -254,6 +261,20 @@ func (cp *Checkpoint) validateCounts() error {
 		}
 		if len(f.Epoll) > maxFDs {
 			return bad("epoll file %d watches %d descriptors", i, len(f.Epoll))
+		}
+		if f.Kind == FileMQueue {
+			q := f.MQueue
+			if q == nil {
+				return bad("file %d: message queue without state", i)
+			}
+			if err := q.validate(); err != nil {
+				return bad("file %d: %v", i, err)
+			}
+			// The first description of a queue carries its messages.
+			if mqSeen[q.Ino] && len(q.Msgs) > 0 {
+				return bad("file %d: messages of queue %s carried twice", i, q.Name)
+			}
+			mqSeen[q.Ino] = true
 		}
 		prev := 0
 		for _, w := range f.Inotify {

@@ -37,7 +37,7 @@ func readMeta(b []byte) (*Checkpoint, error) {
 }
 
 // sampleCheckpoint is a small tree that validates: two processes, a pipe,
-// an inotify file, a TCP lock.
+// an inotify file, two descriptions of a POSIX message queue, a TCP lock.
 func sampleCheckpoint() *Checkpoint {
 	th := func(tid int) Thread { return Thread{TID: tid, RegSets: validRegSets()} }
 	return &Checkpoint{
@@ -51,6 +51,9 @@ func sampleCheckpoint() *Checkpoint {
 		Files: []File{
 			{Kind: FilePipe, Pipe: 7, Size: 5, Blob: 1},
 			{Kind: FileInotify, Inotify: []InotifyWatch{{WD: 1, Path: "/tmp"}, {WD: 4, Path: "/etc"}}},
+			{Kind: FileMQueue, Flags: 2, MQueue: &MQueue{Name: "/jobs", Ino: 5, MaxMsg: 10, MsgSize: 64, Mode: 0o600,
+				Msgs: []MQMsg{{Prio: 3, Text: []byte("x")}, {Prio: 1, Text: []byte{}}}}},
+			{Kind: FileMQueue, MQueue: &MQueue{Name: "/jobs", Ino: 5, MaxMsg: 10, MsgSize: 64, Mode: 0o600}},
 		},
 	}
 }
@@ -117,6 +120,11 @@ func TestValidateHostile(t *testing.T) {
 		{"watches out of order", func(cp *Checkpoint) { cp.Files[1].Inotify[1].WD = 1 }, "inotify watch number"},
 		{"huge pipe", func(cp *Checkpoint) { cp.Files[0].Size = 1 << 40 }, "buffers"},
 		{"negative size", func(cp *Checkpoint) { cp.Files[0].Size = -1 }, "size -1"},
+		{"queue without state", func(cp *Checkpoint) { cp.Files[2].MQueue = nil }, "message queue without state"},
+		{"queue name with a slash", func(cp *Checkpoint) { cp.Files[2].MQueue.Name = "/../etc/x" }, "more than one component"},
+		{"queue capacity", func(cp *Checkpoint) { cp.Files[3].MQueue.MsgSize = 1 << 30 }, "1073741824 bytes"},
+		{"message beyond its size", func(cp *Checkpoint) { cp.Files[2].MQueue.Msgs[0].Text = make([]byte, 65) }, "message 0 of 65 bytes"},
+		{"messages carried twice", func(cp *Checkpoint) { cp.Files[3].MQueue.Msgs = []MQMsg{{Text: []byte("y")}} }, "carried twice"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cp := sampleCheckpoint()

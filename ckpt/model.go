@@ -311,6 +311,8 @@ type File struct {
 	SysVMsg *SysVMsgQueue `json:"sysv_msg,omitempty"`
 	// SysVSem: a System V semaphore set (FileSysVSem).
 	SysVSem *SysVSemSet `json:"sysv_sem,omitempty"`
+	// MQueue: a POSIX message queue (FileMQueue).
+	MQueue *MQueue `json:"mqueue,omitempty"`
 	// PTY: a pseudo-terminal end (FilePTMX holds its state; FilePTS
 	// only its index).
 	PTY *PTY `json:"pty,omitempty"`

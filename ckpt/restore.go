@@ -446,6 +446,8 @@ type shared struct {
 	// System V message queues and semaphore sets made
 	msgQueues, semSets []int
 	notes              []ExternalNote
+	// POSIX message queues made, by their inode in the image
+	mqueues map[uint64]*restoredMQueue
 	// the init of the new PID namespace (PIDNS), relocate's child
 	init *remote
 	// holder: the credentials of the process whose file is being opened
@@ -501,6 +503,7 @@ func (sh *shared) abort() {
 		sh.init.killInit()
 	}
 	sh.detachSysV(true)
+	sh.unlinkMQueues()
 	sh.undoErrs = sh.undo.run()
 	_ = sh.unlockOwn()
 }

@@ -102,6 +102,7 @@ func (sh *shared) unlockOwn() error {
 func (sh *shared) killRestored() error {
 	var errs []error
 	defer sh.detachSysV(true)
+	defer sh.unlinkMQueues()
 	for name, conns := range sh.netConns() {
 		if len(conns) > 0 {
 			l, err := sock.NewLock(name, conns, nil)

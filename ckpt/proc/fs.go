@@ -47,6 +47,11 @@ func (fs FS) Tasks(pid int) ([]int, error) {
 	return readDirInts(fs.Path(pid, "task"))
 }
 
+// PIDs lists the processes (the numeric entries of Root), sorted.
+func (fs FS) PIDs() ([]int, error) {
+	return readDirInts(fs.root())
+}
+
 // FDs lists the open descriptors of process pid, sorted.
 func (fs FS) FDs(pid int) ([]int, error) {
 	return readDirInts(fs.Path(pid, "fd"))

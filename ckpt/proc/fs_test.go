@@ -24,6 +24,10 @@ func TestFSListings(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(kids, []int{200, 201, 202, 203}) {
 		t.Errorf("Children = %v, %v", kids, err)
 	}
+	pids, err := fakeProc.PIDs()
+	if err != nil || !reflect.DeepEqual(pids, []int{100, 300, 400}) {
+		t.Errorf("PIDs = %v, %v", pids, err)
+	}
 	fds, err := fakeProc.FDs(100)
 	if err != nil || !reflect.DeepEqual(fds, []int{0, 1, 2, 10}) {
 		t.Errorf("FDs = %v, %v", fds, err)

@@ -1,15 +1,13 @@
 /* oddity: holds one kind of kernel object relocate does not carry, named
  * by argv[2]: sysvshm (shmget+shmat), sysvsem (semop), sysvmsg (msgsnd),
- * mqueue (a POSIX message
- * queue), pidfd, fanotify, userfaultfd, iouring, perf (a software
- * perf_event), bpf (a BPF array map). Its check only wants a
- * counter that moves: a refused dump must leave it running untouched. */
+ * pidfd, fanotify, userfaultfd, iouring, perf (a software perf_event), bpf
+ * (a BPF array map). Its check only wants a counter that moves: a refused
+ * dump must leave it running untouched. */
 #include "proto.h"
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
-#include <mqueue.h>
 #include <sys/fanotify.h>
 #include <signal.h>
 #include <sys/ipc.h>
@@ -20,7 +18,6 @@
 
 static volatile long ticks, last;
 static int shmid = -1, semid = -1, msqid = -1;
-static char mqname[64];
 
 static void tick(void) { ticks++; }
 
@@ -38,8 +35,6 @@ static void cleanup(void) {
 		semctl(semid, 0, IPC_RMID);
 	if (msqid >= 0)
 		msgctl(msqid, IPC_RMID, NULL);
-	if (mqname[0])
-		mq_unlink(mqname);
 }
 
 int main(int argc, char **argv) {
@@ -66,11 +61,6 @@ int main(int argc, char **argv) {
 			char text[8];
 		} m = {1, "queued"};
 		fd = msqid < 0 ? -1 : msgsnd(msqid, &m, sizeof m.text, 0);
-	} else if (!strcmp(kind, "mqueue")) {
-		snprintf(mqname, sizeof mqname, "/relocate-oddity-%d", getpid());
-		fd = mq_open(mqname, O_RDWR | O_CREAT, 0600, NULL);
-		mq_unlink(mqname); /* the descriptor keeps it; a SIGKILL leaks nothing */
-		mqname[0] = 0;
 	} else if (!strcmp(kind, "pidfd")) {
 		fd = syscall(SYS_pidfd_open, getppid(), 0);
 	} else if (!strcmp(kind, "fanotify")) {
