@@ -655,9 +655,18 @@ func (rs *restorer) create(used []mem.Range) error {
 		// CLONE_PARENT: the root is relocate's child until relocate exits,
 		// so a failed restore reaps it here instead of leaving a zombie
 		// that holds the PID; on success relocate's exit hands it to init.
+		shareVM := len(rs.kept) > 0
 		if rs.opts.TimeNS && rs.cp.Clock != nil {
-			if err := rs.stub.enterTimeNS(rs.cp.Clock, len(rs.kept) > 0); err != nil {
+			if err := rs.stub.enterTimeNS(rs.cp.Clock); err != nil {
 				return err
+			}
+			if shareVM {
+				if err := rs.stub.joinTimeNS(); err != nil {
+					// A copy of the address space then (page tables
+					// only), with the children's time namespace.
+					logDebug(rs.opts.Log, "restore: the stub cannot enter the time namespace", "error", err)
+					shareVM = false
+				}
 			}
 		}
 		if rs.opts.PIDNS {
@@ -670,7 +679,7 @@ func (rs *restorer) create(used []mem.Range) error {
 			}
 		} else {
 			flags := uint64(unix.CLONE_PARENT)
-			if len(rs.kept) > 0 {
+			if shareVM {
 				// The stub's address space, with the pre-copied memory
 				// in it, becomes the root's: nothing to copy.
 				flags |= unix.CLONE_VM

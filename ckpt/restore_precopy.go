@@ -202,7 +202,7 @@ func (sh *shared) adoptEarly(used []mem.Range) (*remote, error) {
 			return nil, err
 		}
 	}
-	logDebug(sh.opts.Log, "pre-copied pages placed early", "placed", e.bytes, "kept", rangesLen(keep),
+	logDebug(sh.opts.Log, "pre-copied pages placed early", "written", e.bytes, "kept_mapped", rangesLen(keep),
 		"held", e.held.bytes, "adopted", adopt)
 	if !adopt {
 		st.kill() // on the tracer thread already

@@ -424,10 +424,8 @@ func (r *remote) runInit() error {
 
 // enterTimeNS gives the stub's future children a new time namespace whose
 // CLOCK_MONOTONIC and CLOCK_BOOTTIME read on from c: the offsets are set
-// before any task enters it (the kernel refuses them afterwards). With
-// join the stub enters it as well: a child that shares its address space
-// (CLONE_VM) shares its time namespace, whatever the one for children.
-func (r *remote) enterTimeNS(c *Clock, join bool) error {
+// before any task enters it (the kernel refuses them afterwards).
+func (r *remote) enterTimeNS(c *Clock) error {
 	if _, err := r.call(unix.SYS_UNSHARE, unix.CLONE_NEWTIME); err != nil {
 		return fmt.Errorf("new time namespace: %w", err)
 	}
@@ -443,9 +441,13 @@ func (r *remote) enterTimeNS(c *Clock, join bool) error {
 	if err := os.WriteFile(path, []byte(offsets), 0); err != nil {
 		return fmt.Errorf("time namespace offsets: %w", err)
 	}
-	if !join {
-		return nil
-	}
+	return nil
+}
+
+// joinTimeNS makes the stub enter the time namespace enterTimeNS made for
+// its children: a child that shares its address space (CLONE_VM) shares
+// its time namespace, whatever the one for children.
+func (r *remote) joinTimeNS() error {
 	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/time_for_children", r.pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("enter the time namespace: %w", err)

@@ -83,6 +83,7 @@ func runDump(c *cobra.Command, g *globals, o *dumpOptions, pidArg string) (err e
 	done := transfer.Phase(c.Context(), "dump")
 	dopts := ckpt.DumpOptions{
 		LeaveRunning: o.leaveRunning, ShellJob: o.shellJob, UnixDisconnect: o.unixDisconnect, Progress: p,
+		Log:      transfer.LogFrom(c.Context()),
 		Producer: "relocate " + version()}
 	if o.preCopy {
 		dopts.PreCopy = &ckpt.PreCopyOptions{MaxFreeze: o.maxFreeze, Required: true}

@@ -81,7 +81,7 @@ func runRestore(c *cobra.Command, g *globals, o *restoreOptions, name string) er
 	p := &ckpt.Progress{}
 	stop := showProgress(p, g.quiet)
 	done := transfer.Phase(c.Context(), "restore")
-	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external, CgroupRoot: o.cgroup})
+	res, err := ckpt.Restore(c.Context(), bufio.NewReaderSize(f, 1<<20), ckpt.RestoreOptions{Progress: p, Log: transfer.LogFrom(c.Context()), TCPClose: o.tcpClose, TimeNS: o.timeNS, PIDNS: o.pidns, External: external, CgroupRoot: o.cgroup})
 	stop()
 	done(&err)
 	if err != nil {

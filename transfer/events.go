@@ -27,6 +27,9 @@ func WithLog(ctx context.Context, log *slog.Logger) context.Context {
 	return context.WithValue(ctx, logKey{}, log)
 }
 
+// LogFrom is ctx's logger (a discarding one if it has none).
+func LogFrom(ctx context.Context) *slog.Logger { return logFrom(ctx) }
+
 func logFrom(ctx context.Context) *slog.Logger {
 	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok && l != nil {
 		return l
