@@ -218,7 +218,7 @@ func (sh *shared) adoptEarly(used []mem.Range) (*remote, error) {
 	}
 	e.stub = nil // sh.stub now
 	sh.kept = keep
-	sh.pages += int64(rangesLen(keep) / mem.PageSize)
+	sh.pages += min(e.bytes, rangesLen(keep)) / mem.PageSize // written, at most what stays
 	return st, nil
 }
 
