@@ -966,9 +966,14 @@ func (sh *shared) stream(ctx context.Context) error {
 		return err
 	}
 	end()
-	// Decompress ahead on the other cores while this thread writes pages.
+	// Decompress ahead on the other cores while writers take the faults.
 	sh.r.Prefetch(runtime.GOMAXPROCS(0))
 	defer sh.r.StopPrefetch()
+	pw := newPageWriters(runtime.GOMAXPROCS(0))
+	return errors.Join(sh.streamTo(ctx, pw), pw.wait())
+}
+
+func (sh *shared) streamTo(ctx context.Context, pw *pageWriters) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -988,7 +993,7 @@ func (sh *shared) stream(ctx context.Context) error {
 			if rs == nil || !rs.inFilled(pg.Addr, end) {
 				return fmt.Errorf("image: pages at %#x-%#x of pid %d lie outside the saved mappings: %w", pg.Addr, end, pg.PID, image.ErrCorrupt)
 			}
-			if err := mem.WriteRuns(rs.host, [][]byte{pg.Data}, []mem.Range{{Start: pg.Addr, End: end}}); err != nil {
+			if err := pw.write(rs.host, pg.Addr, pg.Data); err != nil {
 				return err
 			}
 			sh.pages += int64(len(pg.Data) / mem.PageSize)
