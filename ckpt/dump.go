@@ -65,7 +65,7 @@ type DumpOptions struct {
 	// Unlock removes the network lock once the tree is killed: its
 	// connections now live elsewhere.
 	Unlock bool
-	// PreCopy, if set, copies the root process's memory while it runs,
+	// PreCopy, if set, copies the processes' memory while they run,
 	// in rounds, before the freeze; the frozen pass then copies only what
 	// was written since (see preCopy).
 	PreCopy *PreCopyOptions
@@ -101,8 +101,10 @@ type dumper struct {
 	tcp    []tcpSocket
 	lock   *sock.Lock
 	zombie *Process // set for a zombie child: nothing to freeze or collect
-	// later, if set, says which mappings a pre-copy will account for: their
-	// pages are not scanned now (see preCopy.final)
+	// pc is the process's pre-copy, if it had one; later then says which
+	// mappings it will account for: their pages are not scanned now (see
+	// procCopy.final)
+	pc    *procCopy
 	later func(VMA) bool
 	// stopSig is the signal that had stopped the process (job control:
 	// SIGSTOP, SIGTSTP, ...) when it was frozen; 0 if it was running.
@@ -315,8 +317,11 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	threads := 0
 	for _, d := range t.procs {
 		p := d.zombie
-		if p == nil && t.pc != nil && d == t.procs[0] {
-			d.later = func(v VMA) bool { return trackable(v) && t.pc.covers(v.Start, v.End) }
+		if p == nil && t.pc != nil {
+			if c := t.pc.of(d.fs, d.pid); c != nil {
+				d.pc = c
+				d.later = func(v VMA) bool { return trackable(v) && c.covers(v.Start, v.End) }
+			}
 		}
 		if p == nil {
 			var err error
@@ -367,10 +372,15 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	cp.Files = t.files.files
 	cp.Clock = readClock(cp.Root)
 	end()
-	if t.pc != nil && t.procs[0].zombie == nil {
+	if t.pc != nil {
 		end := step(log, "dump: pre-copy, last look")
-		if err := t.pc.final(t.procs[0], &cp.Processes[0]); err != nil {
-			return nil, err
+		for i, d := range t.procs {
+			if d.pc == nil {
+				continue
+			}
+			if err := d.pc.final(d, &cp.Processes[i], &t.pc.res); err != nil {
+				return nil, err
+			}
 		}
 		end()
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,22 +19,44 @@ import (
 
 // preCopy is the state of a pre-copy between its rounds and the frozen
 // pass: the image writer (the header and the pre-copied pages are already
-// in it), the tracker of the root process's writes, the ranges it still
-// tracks.
+// in it) and, for each process of the tree, the tracker of its writes and
+// the ranges it still tracks.
 //
-// The rounds copy the root process's private anonymous memory while it
-// runs, each round only the pages written since the previous one. The
+// The rounds copy the private anonymous memory of the processes while
+// they run, each round only the pages written since the previous one. The
 // frozen pass is authoritative for everything: a mapping whose pages were
 // tracked all along is marked PreCopied and gets only the pages written
 // since the last round (zero pages included); any other mapping is copied
-// whole, and the restore drops the earlier copies of its pages.
+// whole, and the restore drops the earlier copies of its pages. A process
+// that appeared since the rounds began is copied whole.
 type preCopy struct {
+	w     *image.Writer
+	procs []*procCopy // the root first
+	res   PreCopyResult
+}
+
+// procCopy is the pre-copy of one process.
+type procCopy struct {
 	pid       int
-	startTime uint64 // the process's identity: a reused PID fails
-	w         *image.Writer
+	startTime uint64 // the process's identity: a reused PID is another
 	tracker   *mem.Tracker
 	ranges    []mem.Range // tracked, in address order
-	res       PreCopyResult
+}
+
+// of is the pre-copy of the process pid of the frozen tree, if it was
+// pre-copied and is still the same process (the root's is returned as it
+// is: its final pass says what changed).
+func (pc *preCopy) of(fs proc.FS, pid int) *procCopy {
+	for i, c := range pc.procs {
+		if c.pid != pid {
+			continue
+		}
+		if st, err := processStart(fs, pid); i > 0 && (err != nil || st != c.startTime) {
+			return nil
+		}
+		return c
+	}
+	return nil
 }
 
 // trackable: the mappings a pre-copy copies and tracks.
@@ -40,29 +64,97 @@ func trackable(v VMA) bool {
 	return v.Kind == VMAAnon && !v.Shared && v.Prot&unix.PROT_READ != 0 && v.Prot&unix.PROT_WRITE != 0
 }
 
-// startPreCopy freezes the root process for an instant to open a
-// userfaultfd inside it (one injected syscall; the process keeps no
-// descriptor of it), starts tracking its writes, writes the image header,
-// then copies its memory in rounds while it runs. The process is running
-// when it returns, with or without an error; on error nothing of the
-// tracking is left in it.
+// startPreCopy starts tracking the writes of every process of the tree
+// (see startProcCopy), writes the image header, then copies their memory
+// in rounds while they run. The processes are running when it returns,
+// with or without an error; on error nothing of the tracking is left in
+// them. A child that cannot be tracked is copied whole by the frozen pass.
 func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts DumpOptions) (_ *preCopy, err error) {
-	st, err := processStart(fs, pid)
-	if err != nil {
-		return nil, err
-	}
-	pc := &preCopy{pid: pid, startTime: st}
+	pc := &preCopy{}
 	defer func() {
 		if err != nil {
 			pc.close()
 		}
 	}()
-	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: map[int]*frozenTask{}, files: newFileTable()}
-	var p Process
-	uffd := -1
 	// Without asynchronous write-protection here (before Linux 6.7), no
-	// userfaultfd goes into the process: soft-dirty bits, if any.
+	// userfaultfd goes into the processes: soft-dirty bits, if any.
 	wantUffd := probeUffdWP() == nil && probePagemapScan() == nil
+	var root *Process
+	for i, p := range treePIDs(fs, pid) {
+		c, tracking, proc, err := startProcCopy(fs, p, opts, wantUffd)
+		if err != nil {
+			if i == 0 {
+				return nil, err
+			}
+			logDebug(opts.Log, "pre-copy: a child is copied whole", "pid", p, "error", err)
+			continue
+		}
+		if i == 0 {
+			root, pc.res.Tracking = proc, tracking
+		} else if tracking != pc.res.Tracking {
+			c.close()
+			continue
+		}
+		pc.procs = append(pc.procs, c)
+	}
+	pc.res.Processes = len(pc.procs)
+	d := &dumper{pid: pid, fs: fs, opts: opts}
+	h := d.header(root)
+	h.Regions = regionsOf(root.VMAs)
+	if pc.w, err = image.NewWriter(out, h, image.WriterOptions{}); err != nil {
+		return nil, err
+	}
+	defer context.AfterFunc(ctx, pc.w.Abort)()
+	return pc, pc.rounds(ctx, opts)
+}
+
+// treePIDs lists pid and its descendants as they are now, parents first
+// (a hint: the frozen pass finds the tree again).
+func treePIDs(fs proc.FS, pid int) []int {
+	out := []int{pid}
+	seen := map[int]bool{pid: true}
+	for i := 0; i < len(out) && len(out) < maxTreeProcs; i++ {
+		tids, err := fs.Tasks(out[i])
+		if err != nil {
+			continue
+		}
+		for _, tid := range tids {
+			b, err := fs.ReadTask(out[i], tid, "children")
+			if err != nil {
+				continue
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil && c > 0 && !seen[c] {
+					seen[c] = true
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// maxTreeProcs bounds the processes a pre-copy tracks.
+const maxTreeProcs = 4096
+
+// startProcCopy freezes one process for an instant to open a userfaultfd
+// inside it (one injected syscall; the process keeps no descriptor of it)
+// and starts tracking its writes, with soft-dirty bits where that cannot
+// be done. It returns the process's memory map as it was then.
+func startProcCopy(fs proc.FS, pid int, opts DumpOptions, wantUffd bool) (_ *procCopy, tracking string, _ *Process, err error) {
+	st, err := processStart(fs, pid)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	c := &procCopy{pid: pid, startTime: st}
+	defer func() {
+		if err != nil {
+			c.close()
+		}
+	}()
+	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: map[int]*frozenTask{}, files: newFileTable()}
+	p := &Process{PID: pid}
+	uffd := -1
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	err = tr.Do(func() (err error) {
@@ -75,14 +167,14 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 			return err
 		}
 		p.Threads = []Thread{*th}
-		if err := d.collectMemory(&p); err != nil {
+		if err := d.collectMemory(p); err != nil {
 			return err
 		}
 		d.runs = nil
 		if !wantUffd {
 			return errors.New("this kernel has no asynchronous userfaultfd write-protection with PAGEMAP_SCAN")
 		}
-		uffd, err = d.openUffd(&p)
+		uffd, err = d.openUffd(p)
 		return err
 	})
 	if err != nil && uffd < 0 && !errors.Is(err, ErrNoProcess) && mem.SoftDirtyWorks() {
@@ -92,37 +184,31 @@ func startPreCopy(ctx context.Context, pid int, fs proc.FS, out io.Writer, opts 
 		if uffd >= 0 {
 			unix.Close(uffd)
 		}
-		return nil, &noTrackingError{err}
+		return nil, "", nil, &noTrackingError{err}
 	}
 	if uffd >= 0 {
-		pc.tracker, err = mem.NewUffdTracker(pid, uffd) // it owns uffd, even on error
-		pc.res.Tracking = "userfaultfd"
+		c.tracker, err = mem.NewUffdTracker(pid, uffd) // it owns uffd, even on error
+		tracking = "userfaultfd"
 		if err != nil && mem.SoftDirtyWorks() {
 			uffd = -1
 		}
 	}
 	if uffd < 0 {
-		pc.tracker, err = mem.NewSoftDirtyTracker(pid)
-		pc.res.Tracking = "soft-dirty"
+		c.tracker, err = mem.NewSoftDirtyTracker(pid)
+		tracking = "soft-dirty"
 	}
 	if err != nil {
-		return nil, &noTrackingError{err}
+		return nil, "", nil, &noTrackingError{err}
 	}
 	for _, v := range p.VMAs {
 		if trackable(v) {
-			pc.ranges = append(pc.ranges, mem.Range{Start: v.Start, End: v.End})
+			c.ranges = append(c.ranges, mem.Range{Start: v.Start, End: v.End})
 		}
 	}
-	if err := pc.tracker.Track(pc.ranges); err != nil {
-		return nil, &noTrackingError{err}
+	if err := c.tracker.Track(c.ranges); err != nil {
+		return nil, "", nil, &noTrackingError{err}
 	}
-	h := d.header(&p)
-	h.Regions = regionsOf(p.VMAs)
-	if pc.w, err = image.NewWriter(out, h, image.WriterOptions{}); err != nil {
-		return nil, err
-	}
-	defer context.AfterFunc(ctx, pc.w.Abort)()
-	return pc, pc.rounds(ctx, opts)
+	return c, tracking, p, nil
 }
 
 // regionsOf is the header's hint of the mappings of vmas (see
@@ -190,9 +276,9 @@ func (d *dumper) openUffd(p *Process) (int, error) {
 // says to freeze.
 func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 	plan := newRoundPlan(*opts.PreCopy)
-	var th *throttler
+	var ths []*throttler
 	defer func() {
-		if th != nil {
+		for _, th := range ths {
 			// A throttle that gave up (the process exited) says nothing
 			// the freeze will not say better.
 			_ = th.end()
@@ -204,10 +290,14 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 	}
 	for round := 0; ; round++ {
 		if plan.throttle > 0 {
-			if th == nil {
-				th = startThrottle(pc.pid, fs, opts)
+			if ths == nil {
+				for _, c := range pc.procs {
+					ths = append(ths, startThrottle(c.pid, fs, opts))
+				}
 			}
-			th.set(plan.throttle)
+			for _, th := range ths {
+				th.set(plan.throttle)
+			}
 			pc.res.Throttle = max(pc.res.Throttle, plan.throttle)
 		}
 		throttle := plan.throttle
@@ -216,42 +306,51 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		}
 		start := time.Now()
 		opts.Progress.set(fmt.Sprintf("pre-copy round %d", round+1), 0)
-		var runs []memRun
-		err := pc.writtenNow(opts, func(r mem.Range, resend bool) error {
-			runs = append(runs, memRun{Range: r, resend: resend})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if round == 0 {
-			// Everything counts as written once: copy what is there.
-			runs = nil
-			if err := pc.presentRuns(func(r mem.Range) { runs = append(runs, memRun{Range: r}) }); err != nil {
+		runs := make([][]memRun, len(pc.procs))
+		var total int64
+		for i, c := range pc.procs {
+			err := c.writtenNow(opts, func(r mem.Range, resend bool) error {
+				runs[i] = append(runs[i], memRun{Range: r, resend: resend})
+				return nil
+			})
+			if err != nil {
 				return err
 			}
-		}
-		d := &dumper{pid: pc.pid, opts: opts, runs: runs}
-		var total int64
-		for _, r := range runs {
-			total += int64(r.Len())
+			if round == 0 {
+				// Everything counts as written once: copy what is there.
+				runs[i] = nil
+				if err := c.presentRuns(func(r mem.Range) { runs[i] = append(runs[i], memRun{Range: r}) }); err != nil {
+					return err
+				}
+			}
+			for _, r := range runs[i] {
+				total += int64(r.Len())
+			}
 		}
 		opts.Progress.set(roundPhase(round, pc.res.Rounds), total)
-		if err := d.writeMemory(ctx, pc.w); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		for i, c := range pc.procs {
+			d := &dumper{pid: c.pid, opts: opts, runs: runs[i]}
+			if err := d.writeMemory(ctx, pc.w); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				var me *mem.Error
+				if !errors.As(err, &me) {
+					return err
+				}
+				// A mapping went away under the copy (or the process
+				// did): its pages are not pre-copied (the frozen pass
+				// copies whatever is there).
+				c.drop(me.Addr)
 			}
-			var me *mem.Error
-			if !errors.As(err, &me) {
+		}
+		var pending int64
+		for _, c := range pc.procs {
+			n, err := c.pending()
+			if err != nil {
 				return err
 			}
-			// A mapping went away under the copy: its pages are not
-			// pre-copied (the frozen pass copies whatever is there).
-			pc.drop(me.Addr)
-		}
-		pending, err := pc.pending()
-		if err != nil {
-			return err
+			pending += n
 		}
 		r := PreCopyRound{Bytes: total, MS: time.Since(start).Milliseconds(), DirtyBytes: pending * mem.PageSize, Throttle: throttle}
 		pc.res.Rounds = append(pc.res.Rounds, r)
@@ -283,11 +382,11 @@ func roundPhase(i int, done []PreCopyRound) string {
 // writtenNow is written, with the process frozen for the instant of the
 // look when the tracker uses soft-dirty bits (reading and clearing them
 // are two steps: a write between them would be lost).
-func (pc *preCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) error {
-	if !pc.tracker.SoftDirty() {
-		return pc.written(fn)
+func (c *procCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) error {
+	if !c.tracker.SoftDirty() {
+		return c.written(fn)
 	}
-	d := &dumper{pid: pc.pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
+	d := &dumper{pid: c.pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
 	if d.fs.Root == "" {
 		d.fs = proc.Default()
 	}
@@ -298,22 +397,22 @@ func (pc *preCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) 
 		if err := d.freeze(); err != nil {
 			return err
 		}
-		return pc.written(fn)
+		return c.written(fn)
 	})
 }
 
 // written calls fn for the runs of tracked pages written since the last
 // look. A range the kernel no longer tracks (unmapped or replaced) is
 // dropped.
-func (pc *preCopy) written(fn func(mem.Range, bool) error) error {
-	if pc.tracker.SoftDirty() {
+func (c *procCopy) written(fn func(mem.Range, bool) error) error {
+	if c.tracker.SoftDirty() {
 		// One look for all: each look clears the bits of the whole process.
-		return pc.tracker.Written(pc.ranges, chunkPages, func(w mem.Range) error { return fn(w, true) })
+		return c.tracker.Written(c.ranges, chunkPages, func(w mem.Range) error { return fn(w, true) })
 	}
-	kept := pc.ranges[:0]
-	for _, r := range pc.ranges {
+	kept := c.ranges[:0]
+	for _, r := range c.ranges {
 		var runs []mem.Range
-		err := pc.tracker.Written([]mem.Range{r}, chunkPages, func(w mem.Range) error {
+		err := c.tracker.Written([]mem.Range{r}, chunkPages, func(w mem.Range) error {
 			runs = append(runs, w)
 			return nil
 		})
@@ -327,14 +426,14 @@ func (pc *preCopy) written(fn func(mem.Range, bool) error) error {
 			}
 		}
 	}
-	pc.ranges = kept
+	c.ranges = kept
 	return nil
 }
 
-func (pc *preCopy) pending() (int64, error) {
+func (c *procCopy) pending() (int64, error) {
 	var n int64
-	for _, r := range pc.ranges {
-		k, err := pc.tracker.Pending([]mem.Range{r})
+	for _, r := range c.ranges {
+		k, err := c.tracker.Pending([]mem.Range{r})
 		if err != nil {
 			continue
 		}
@@ -344,14 +443,14 @@ func (pc *preCopy) pending() (int64, error) {
 }
 
 // presentRuns lists the pages of the tracked ranges that hold memory.
-func (pc *preCopy) presentRuns(fn func(mem.Range)) error {
-	pm, err := mem.OpenPagemap(pc.pid)
+func (c *procCopy) presentRuns(fn func(mem.Range)) error {
+	pm, err := mem.OpenPagemap(c.pid)
 	if err != nil {
 		return err
 	}
 	defer pm.Close()
 	keep := keepPage(VMAAnon)
-	for _, r := range pc.ranges {
+	for _, r := range c.ranges {
 		err := pm.Runs(r, chunkPages, keep, func(run mem.Range) error { fn(run); return nil })
 		if err != nil {
 			return err
@@ -361,41 +460,41 @@ func (pc *preCopy) presentRuns(fn func(mem.Range)) error {
 }
 
 // drop stops treating the tracked range holding addr as pre-copied.
-func (pc *preCopy) drop(addr uint64) {
-	kept := pc.ranges[:0]
-	for _, r := range pc.ranges {
+func (c *procCopy) drop(addr uint64) {
+	kept := c.ranges[:0]
+	for _, r := range c.ranges {
 		if addr >= r.Start && addr < r.End {
-			_ = pc.tracker.Untrack([]mem.Range{r})
+			_ = c.tracker.Untrack([]mem.Range{r})
 			continue
 		}
 		kept = append(kept, r)
 	}
-	pc.ranges = kept
+	c.ranges = kept
 }
 
-// final runs in the frozen pass for the root process d: each mapping that
+// final runs in the frozen pass for the process d: each mapping that
 // lies in a range tracked since the rounds, and is tracked still, gets
 // only the pages written since the last round and is marked PreCopied;
 // the others keep the runs collectMemory found. The tracker looks at the
 // process's memory as it is now (after an exec, nothing is tracked).
 // Precondition: the process is frozen.
-func (pc *preCopy) final(d *dumper, p *Process) error {
+func (c *procCopy) final(d *dumper, p *Process, res *PreCopyResult) error {
 	st, err := processStart(d.fs, d.pid)
-	if err != nil || st != pc.startTime {
+	if err != nil || st != c.startTime {
 		return &ProcessError{PID: d.pid, Err: errors.New("exited during the pre-copy (the PID now names another process)")}
 	}
-	if err := pc.tracker.Reopen(); err != nil {
+	if err := c.tracker.Reopen(); err != nil {
 		return err
 	}
 	// The written pages of each mapping still tracked since the rounds.
 	dirty := map[int][]memRun{}
 	var cand []int
 	for vi, v := range p.VMAs {
-		if trackable(v) && pc.covers(v.Start, v.End) {
+		if trackable(v) && c.covers(v.Start, v.End) {
 			cand = append(cand, vi)
 		}
 	}
-	if pc.tracker.SoftDirty() {
+	if c.tracker.SoftDirty() {
 		// One look for all: each look clears the bits of the whole process.
 		var ranges []mem.Range
 		for _, vi := range cand {
@@ -403,7 +502,7 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 			dirty[vi] = nil
 		}
 		k := 0
-		err := pc.tracker.Written(ranges, chunkPages, func(w mem.Range) error {
+		err := c.tracker.Written(ranges, chunkPages, func(w mem.Range) error {
 			for k < len(cand) && p.VMAs[cand[k]].End <= w.Start {
 				k++
 			}
@@ -420,7 +519,7 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 		for _, vi := range cand {
 			v := p.VMAs[vi]
 			var runs []memRun
-			err := pc.tracker.Written([]mem.Range{{Start: v.Start, End: v.End}}, chunkPages, func(w mem.Range) error {
+			err := c.tracker.Written([]mem.Range{{Start: v.Start, End: v.End}}, chunkPages, func(w mem.Range) error {
 				runs = append(runs, memRun{Range: w, resend: true})
 				return nil
 			})
@@ -465,15 +564,15 @@ func (pc *preCopy) final(d *dumper, p *Process) error {
 			pages += r.Len() / mem.PageSize
 		}
 		v.PreCopied, v.Pages = true, pages
-		pc.res.FinalBytes += int64(pages * mem.PageSize)
+		res.FinalBytes += int64(pages * mem.PageSize)
 		runs = append(runs, w...)
 	}
 	d.runs = append(runs, d.runs[i:]...)
 	return nil
 }
 
-func (pc *preCopy) covers(start, end uint64) bool {
-	for _, r := range pc.ranges {
+func (c *procCopy) covers(start, end uint64) bool {
+	for _, r := range c.ranges {
 		if r.Start <= start && end <= r.End {
 			return true
 		}
@@ -481,15 +580,21 @@ func (pc *preCopy) covers(start, end uint64) bool {
 	return false
 }
 
-// close ends the tracking: the process's pages lose their write
+// close ends the tracking: the processes' pages lose their write
 // protection.
 func (pc *preCopy) close() {
 	if pc.w != nil {
 		pc.w.Abort() // nothing after a successful Close; else no trailer
 	}
-	if pc.tracker != nil {
-		_ = pc.tracker.Close()
-		pc.tracker = nil
+	for _, c := range pc.procs {
+		c.close()
+	}
+}
+
+func (c *procCopy) close() {
+	if c.tracker != nil {
+		_ = c.tracker.Close()
+		c.tracker = nil
 	}
 }
 

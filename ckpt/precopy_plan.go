@@ -32,9 +32,13 @@ type PreCopyRound struct {
 
 // PreCopyResult says how a pre-copy went.
 type PreCopyResult struct {
-	Tracking string         `json:"tracking"` // "userfaultfd" or "soft-dirty"
-	Rounds   []PreCopyRound `json:"rounds"`
-	Stop     string         `json:"stop"` // why the rounds ended
+	Tracking string `json:"tracking"` // "userfaultfd" or "soft-dirty"
+	// Processes is how many processes of the tree were pre-copied (those
+	// that appeared during the rounds, or could not be tracked, are
+	// copied whole by the frozen pass).
+	Processes int            `json:"processes"`
+	Rounds    []PreCopyRound `json:"rounds"`
+	Stop      string         `json:"stop"` // why the rounds ended
 	// Throttle is the largest share of the time the process was stopped
 	// for during the rounds (0: never) because it wrote faster than the
 	// copy went.

@@ -28,7 +28,8 @@ import (
 // is in place before the first page of the frozen pass is read.
 //
 // What cannot be placed (a page where the stub has its own code page or
-// vDSO, or of another process) or kept (a mapping whose flags changed
+// vDSO, or of a process other than the root: its children are cloned from
+// it, each address space a copy) or kept (a mapping whose flags changed
 // since, a restore into a new PID namespace, whose root is cloned from
 // the namespace's init) is held in memory and written after the mappings
 // are made (writeHeld), in stream order; a later copy of a page still
