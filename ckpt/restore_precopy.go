@@ -50,6 +50,7 @@ type earlyPages struct {
 	stub   *remote // nil until the first page, and once given away
 	own    []mem.Range
 	placed []placedRange // mapped in the stub: sorted, disjoint
+	heldAt []mem.Range   // where pages could not be mapped: held for good
 	held   heldPages     // what was not placed
 	bytes  int64         // placed
 	failed bool          // the stub could not start: hold everything
@@ -94,7 +95,7 @@ func (e *earlyPages) add(p *image.Pages) error {
 		if err != nil {
 			// The restore proper starts its own stub later and says
 			// what is wrong, if anything still is.
-			e.log.Debug("pre-copy: no stub to place pages in", "error", err)
+			logDebug(e.log, "pre-copy: no stub to place pages in", "error", err)
 			e.close()
 			e.failed = true
 		}
@@ -119,18 +120,23 @@ func (e *earlyPages) add(p *image.Pages) error {
 			logDebug(e.log, "pre-copy: a region of the hint cannot be mapped", "error", err)
 		}
 	}
-	for _, pc := range planPieces(r, e.placed, e.own, e.hint, e.flags) {
+	for _, pc := range planPieces(r, e.placed, append(slices.Clone(e.own), e.heldAt...), e.hint, e.flags) {
 		data := p.Data[pc.Start-p.Addr : pc.End-p.Addr]
-		switch pc.how {
-		case pieceHold:
+		if pc.how == pieceMap {
+			if err := e.mmap(pc.placedRange); err != nil {
+				// Held, here and for every later copy of these pages
+				// (the held ones are written last: a placed later copy
+				// would lose to them).
+				logDebug(e.log, "pre-copy: pages held instead of placed", "error", err)
+				pc.how = pieceHold
+				e.heldAt = mergeRanges(append(e.heldAt, pc.Range))
+			}
+		}
+		if pc.how == pieceHold {
 			if err := e.held.add(&image.Pages{PID: p.PID, Addr: pc.Start, Data: data}); err != nil {
 				return err
 			}
 			continue
-		case pieceMap:
-			if err := e.mmap(pc.placedRange); err != nil {
-				return err
-			}
 		}
 		if err := mem.WriteRuns(e.stub.pid, [][]byte{data}, []mem.Range{pc.Range}); err != nil {
 			return fmt.Errorf("pre-copied pages at %#x: %w", pc.Start, err)
