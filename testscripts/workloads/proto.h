@@ -54,6 +54,15 @@ static void msleep(long ms) {
 		;
 }
 
+/* proto_scaled stretches one of a workload's own bounds, in ms, by
+ * RELOCATE_WAIT_SCALE as the tests stretch theirs (an emulated guest runs
+ * some ten times slower). */
+__attribute__((unused)) static int proto_scaled(int ms) {
+	const char *s = getenv("RELOCATE_WAIT_SCALE");
+	int n = s ? atoi(s) : 1;
+	return n > 1 && n < 1000 ? ms * n : ms;
+}
+
 /* proto_loop polls for DIR/check forever; tick runs every round. */
 static void proto_loop(void (*check)(char *ok, size_t n), void (*tick)(void)) {
 	char path[4096];

@@ -1,12 +1,12 @@
 /* tcpserver: accepts one client and greets it, then reads nothing until
  * asked: at a checkpoint the client's bytes sit unread in the receive
- * queue. The check reads what the client sent (waiting up to 10 s for
- * retransmissions) and whether EOF follows, answers, and checks the reply
- * went out. argv[2], if given, is the IPv4 address to listen on (default
- * 127.0.0.1). Later clients wait in the accept queue until
- * DIR/accept-more appears; then each is accepted, greeted ("hello-extra")
- * and DIR/extra written; the next check says "bye-extra" to it and closes
- * it. */
+ * queue. The check reads what the client sent (waiting up to 10 s, times
+ * RELOCATE_WAIT_SCALE, for retransmissions) and whether EOF follows,
+ * answers, and checks the reply went out. argv[2], if given, is the IPv4
+ * address to listen on (default 127.0.0.1). Later clients wait in the
+ * accept queue until DIR/accept-more appears; then each is accepted,
+ * greeted ("hello-extra") and DIR/extra written; the next check says
+ * "bye-extra" to it and closes it. */
 #include "proto.h"
 #include "inet.h"
 #include <fcntl.h>
@@ -60,7 +60,7 @@ static void check(char *ok, size_t n) {
 	size_t have = 0, need = strlen(expect);
 	while (have < need) {
 		struct pollfd p = {.fd = conn, .events = POLLIN};
-		if (poll(&p, 1, 10000) <= 0)
+		if (poll(&p, 1, proto_scaled(10000)) <= 0)
 			break;
 		ssize_t r = read(conn, got + have, need - have);
 		if (r <= 0) {
