@@ -41,6 +41,7 @@ type procCopy struct {
 	startTime uint64 // the process's identity: a reused PID is another
 	tracker   *mem.Tracker
 	ranges    []mem.Range // tracked, in address order
+	th        *throttler  // while the rounds throttle it
 }
 
 // of is the pre-copy of the process pid of the frozen tree, if it was
@@ -283,6 +284,9 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 			// the freeze will not say better.
 			_ = th.end()
 		}
+		for _, c := range pc.procs {
+			c.th = nil
+		}
 	}()
 	fs := opts.Proc
 	if fs.Root == "" {
@@ -292,7 +296,8 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		if plan.throttle > 0 {
 			if ths == nil {
 				for _, c := range pc.procs {
-					ths = append(ths, startThrottle(c.pid, fs, opts))
+					c.th = startThrottle(c.pid, fs, opts)
+					ths = append(ths, c.th)
 				}
 			}
 			for _, th := range ths {
@@ -385,6 +390,10 @@ func roundPhase(i int, done []PreCopyRound) string {
 func (c *procCopy) writtenNow(opts DumpOptions, fn func(mem.Range, bool) error) error {
 	if !c.tracker.SoftDirty() {
 		return c.written(fn)
+	}
+	if c.th != nil {
+		c.th.mu.Lock()
+		defer c.th.mu.Unlock()
 	}
 	d := &dumper{pid: c.pid, fs: opts.Proc, opts: opts, tasks: map[int]*frozenTask{}}
 	if d.fs.Root == "" {

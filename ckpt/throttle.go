@@ -3,6 +3,7 @@ package ckpt
 import (
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,9 +24,13 @@ type throttler struct {
 	fs    proc.FS
 	opts  DumpOptions
 	share atomic.Uint64 // math.Float64bits of the share stopped
-	stop  chan struct{}
-	done  chan struct{}
-	err   error // why it gave up (the process exited); read after done
+	// mu is held while the throttle has the process stopped: a look at
+	// its soft-dirty bits, which stops it too, takes it meanwhile (a
+	// process has one tracer at a time).
+	mu   sync.Mutex
+	stop chan struct{}
+	done chan struct{}
+	err  error // why it gave up (the process exited); read after done
 }
 
 func startThrottle(pid int, fs proc.FS, opts DumpOptions) *throttler {
@@ -64,6 +69,7 @@ func (t *throttler) run() {
 			}
 			continue
 		}
+		t.mu.Lock()
 		err := tr.Do(func() (err error) {
 			d := &dumper{pid: t.pid, fs: t.fs, opts: t.opts, tasks: map[int]*frozenTask{}}
 			defer func() { err = errors.Join(err, d.release()) }()
@@ -76,6 +82,7 @@ func (t *throttler) run() {
 			}
 			return nil
 		})
+		t.mu.Unlock()
 		if err != nil {
 			t.err = err
 			return
