@@ -287,7 +287,7 @@ func restore(ctx context.Context, in io.Reader, opts RestoreOptions, hold bool) 
 		return nil, nil, err
 	}
 	sh := &shared{cp: cp, r: r, opts: opts, hold: hold, blobs: map[uint32]*blobSink{}, procs: map[int]*restorer{}, early: early}
-	sh.step("metadata")()
+	logDebug(opts.Log, "restore: metadata read")
 	threads := 0
 	for i := range cp.Processes {
 		p := &cp.Processes[i]

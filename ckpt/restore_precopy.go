@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -419,61 +418,33 @@ func (h *heldPages) add(p *image.Pages) error {
 // PreCopied, in stream order for each page (a later copy wins, and the
 // records after the metadata come later still); pages anywhere else
 // belonged to memory that went away or was replaced, and are dropped.
-// Workers write disjoint 2 MiB blocks in parallel: the first touch of
-// fresh memory is what a restore waits for most.
 func (sh *shared) writeHeld() error {
 	if sh.precopied == nil {
 		return nil
 	}
-	workers := runtime.GOMAXPROCS(0)
-	type block struct {
-		host int
-		r    mem.Range
-		data []byte
-	}
-	queues := make([][]block, workers)
-	for _, h := range sh.precopied.runs {
-		rs := sh.procs[h.pid]
-		if rs == nil {
-			continue
-		}
-		end := h.addr + uint64(len(h.data))
-		for _, v := range rs.p.VMAs {
-			if !v.PreCopied || v.End <= h.addr || v.Start >= end {
+	pw := newPageWriters(runtime.GOMAXPROCS(0))
+	err := func() error {
+		for _, h := range sh.precopied.runs {
+			rs := sh.procs[h.pid]
+			if rs == nil {
 				continue
 			}
-			lo, hi := max(v.Start, h.addr), min(v.End, end)
-			// Split at 2 MiB boundaries; a block always goes to the same
-			// worker, so copies of one page keep their order.
-			for a := lo; a < hi; {
-				b := min(hi, (a>>21+1)<<21)
-				q := int((a >> 21) % uint64(workers))
-				queues[q] = append(queues[q], block{host: rs.host, r: mem.Range{Start: a, End: b}, data: h.data[a-h.addr : b-h.addr]})
-				a = b
+			end := h.addr + uint64(len(h.data))
+			for _, v := range rs.p.VMAs {
+				if !v.PreCopied || v.End <= h.addr || v.Start >= end {
+					continue
+				}
+				lo, hi := max(v.Start, h.addr), min(v.End, end)
+				if err := pw.writeOwned(rs.host, lo, h.data[lo-h.addr:hi-h.addr]); err != nil {
+					return err
+				}
+				sh.pages += int64(hi-lo) / mem.PageSize
+				sh.opts.Progress.add(int64(hi - lo))
 			}
 		}
-	}
-	errs := make([]error, workers)
-	written := make([]int64, workers)
-	var wg sync.WaitGroup
-	for i, q := range queues {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, p := range q {
-				if err := mem.WriteRuns(p.host, [][]byte{p.data}, []mem.Range{p.r}); err != nil {
-					errs[i] = err
-					return
-				}
-				sh.opts.Progress.add(int64(p.r.Len()))
-				written[i] += int64(p.r.Len())
-			}
-		}()
-	}
-	wg.Wait()
-	for _, n := range written {
-		sh.pages += n / mem.PageSize
-	}
+		return nil
+	}()
+	err = errors.Join(err, pw.wait())
 	sh.precopied = nil
-	return errors.Join(errs...)
+	return err
 }

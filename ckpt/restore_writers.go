@@ -23,7 +23,8 @@ type pageWriters struct {
 type pageBlock struct {
 	host int
 	r    mem.Range
-	buf  *[]byte
+	data []byte
+	buf  *[]byte // data's pooled buffer, if it has one
 }
 
 const pageBlockSize = 2 << 20
@@ -39,11 +40,13 @@ func newPageWriters(n int) *pageWriters {
 			defer w.wg.Done()
 			for b := range q {
 				if w.err.Load() == nil {
-					if err := mem.WriteRuns(b.host, [][]byte{(*b.buf)[:b.r.Len()]}, []mem.Range{b.r}); err != nil {
+					if err := mem.WriteRuns(b.host, [][]byte{b.data}, []mem.Range{b.r}); err != nil {
 						w.err.CompareAndSwap(nil, &err)
 					}
 				}
-				w.bufs.Put(b.buf)
+				if b.buf != nil {
+					w.bufs.Put(b.buf)
+				}
 			}
 		}()
 	}
@@ -53,15 +56,28 @@ func newPageWriters(n int) *pageWriters {
 // write queues data (copied: the caller may reuse it) for addr of host.
 // It returns the first error a writer met, if any.
 func (w *pageWriters) write(host int, addr uint64, data []byte) error {
+	return w.queue(host, addr, data, true)
+}
+
+// writeOwned is write for data that stays as it is until wait returns:
+// not copied.
+func (w *pageWriters) writeOwned(host int, addr uint64, data []byte) error {
+	return w.queue(host, addr, data, false)
+}
+
+func (w *pageWriters) queue(host int, addr uint64, data []byte, cp bool) error {
 	for len(data) > 0 {
 		if err := w.err.Load(); err != nil {
 			return *err
 		}
 		end := min(addr+uint64(len(data)), (addr/pageBlockSize+1)*pageBlockSize)
 		n := end - addr
-		buf := w.bufs.Get().(*[]byte)
-		copy(*buf, data[:n])
-		w.queues[int(addr/pageBlockSize)%len(w.queues)] <- pageBlock{host: host, r: mem.Range{Start: addr, End: end}, buf: buf}
+		b := pageBlock{host: host, r: mem.Range{Start: addr, End: end}, data: data[:n]}
+		if cp {
+			b.buf = w.bufs.Get().(*[]byte)
+			b.data = (*b.buf)[:copy(*b.buf, data[:n])]
+		}
+		w.queues[int(addr/pageBlockSize)%len(w.queues)] <- b
 		addr, data = end, data[n:]
 	}
 	return nil
