@@ -226,6 +226,16 @@ int main(int argc, char **argv) {
 		fprintf(stderr, "heap: pthread_create failed\n");
 		return 2;
 	}
+	/* Ready once the writer runs: on a slow machine (a TCG guest) the
+	 * first check could otherwise come before its first write. */
+	for (;;) {
+		pthread_mutex_lock(&mu);
+		unsigned long long t = total;
+		pthread_mutex_unlock(&mu);
+		if (t > 0)
+			break;
+		msleep(1);
+	}
 	char extra[64];
 	snprintf(extra, sizeof extra, "addr=%p\n", (void *)(mem + coldsz / 2));
 	proto_ready(extra);
