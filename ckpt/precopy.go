@@ -52,7 +52,7 @@ func (pc *preCopy) of(fs proc.FS, pid int) *procCopy {
 		if c.pid != pid {
 			continue
 		}
-		if st, err := processStart(fs, pid); i > 0 && (err != nil || st != c.startTime) {
+		if st, err := processStart(fs, pid); i > 0 && (err != nil || st != c.startTime || c.tracker == nil) {
 			return nil
 		}
 		return c
@@ -156,6 +156,7 @@ func startProcCopy(fs proc.FS, pid int, opts DumpOptions, wantUffd bool) (_ *pro
 	d := &dumper{pid: pid, fs: fs, opts: opts, tasks: map[int]*frozenTask{}, files: newFileTable()}
 	p := &Process{PID: pid}
 	uffd := -1
+	uffdFailed := false // the process is there, only its userfaultfd is not
 	tr := ptrace.NewTracer()
 	defer tr.Close()
 	err = tr.Do(func() (err error) {
@@ -172,13 +173,14 @@ func startProcCopy(fs proc.FS, pid int, opts DumpOptions, wantUffd bool) (_ *pro
 			return err
 		}
 		d.runs = nil
+		uffdFailed = true
 		if !wantUffd {
 			return errors.New("this kernel has no asynchronous userfaultfd write-protection with PAGEMAP_SCAN")
 		}
 		uffd, err = d.openUffd(p)
 		return err
 	})
-	if err != nil && uffd < 0 && !errors.Is(err, ErrNoProcess) && mem.SoftDirtyWorks() {
+	if err != nil && uffd < 0 && uffdFailed && mem.SoftDirtyWorks() {
 		err = nil // no userfaultfd write-protection here: soft-dirty bits
 	}
 	if err != nil {
@@ -314,10 +316,20 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		runs := make([][]memRun, len(pc.procs))
 		var total int64
 		for i, c := range pc.procs {
+			if c.tracker == nil {
+				continue // given up: copied whole by the frozen pass
+			}
 			err := c.writtenNow(opts, func(r mem.Range, resend bool) error {
 				runs[i] = append(runs[i], memRun{Range: r, resend: resend})
 				return nil
 			})
+			if err != nil && i > 0 {
+				// A child that exited or cannot be looked at any more.
+				logDebug(opts.Log, "pre-copy: a child is copied whole", "pid", c.pid, "error", err)
+				c.close()
+				c.ranges, runs[i] = nil, nil
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -440,6 +452,9 @@ func (c *procCopy) written(fn func(mem.Range, bool) error) error {
 }
 
 func (c *procCopy) pending() (int64, error) {
+	if c.tracker == nil {
+		return 0, nil
+	}
 	var n int64
 	for _, r := range c.ranges {
 		k, err := c.tracker.Pending([]mem.Range{r})
