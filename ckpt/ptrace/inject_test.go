@@ -60,7 +60,8 @@ func TestInjectIntoInterruptedSyscall(t *testing.T) {
 		restart bool
 	}{{"sleep", true}, {"cat", true}, {"cat", false}} {
 		t.Run(fmt.Sprintf("%s/restart=%v", c.prog, c.restart), func(t *testing.T) {
-			cmd := exec.Command("sleep", "0.3")
+			// Long enough to be still asleep when seized in a slow (TCG) guest.
+			cmd := exec.Command("sleep", "2")
 			var in *os.File
 			var out bytes.Buffer
 			if c.prog == "cat" {
