@@ -155,7 +155,11 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 		case err != nil:
 			return nil, err
 		default:
-			defer pc.close()
+			defer func() {
+				if pc != nil { // not handed to the transaction
+					pc.close()
+				}
+			}()
 		}
 	}
 	ls := findListeners(fs, pid)
@@ -181,6 +185,10 @@ func DumpTx(ctx context.Context, pid int, out io.Writer, opts DumpOptions) (*Fro
 			return nil, errors.Join(queueError(err, waited), ls.release())
 		}
 		f.ls = ls
+		if pc != nil {
+			f.untrack(pc.close)
+			pc = nil
+		}
 		return f, nil
 	}
 }

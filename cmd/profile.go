@@ -9,8 +9,9 @@ import (
 
 // startProfile writes a CPU profile of this run into the directory named by
 // RELOCATE_PPROF, when set, as cpu-<pid>.pprof; the returned function ends
-// it. For benchmarks (testscripts/bench): a target started over SSH does
-// not see the variable.
+// it. For benchmarks (testscripts/bench): a target started over SSH sees
+// the variable only if its sshd sets it (the simulated hosts' sshd passes
+// the one testscripts/simhosts.sh was started with).
 func startProfile() func() {
 	dir := os.Getenv("RELOCATE_PPROF")
 	if dir == "" {

@@ -217,7 +217,7 @@ cmd_up() {
 			PrintLastLog no
 			X11Forwarding no
 			LogLevel ERROR
-			SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin TMPDIR=$dir/$h/tmp
+			SetEnv PATH=/usr/bin:/bin:/usr/sbin:/sbin TMPDIR=$dir/$h/tmp${RELOCATE_PPROF:+ RELOCATE_PPROF=$RELOCATE_PPROF}
 			Subsystem sftp internal-sftp
 		EOF
 		try "ssh-keygen -s ($h)" ssh-keygen -q -s "$dir/host_ca" -h -I "simhost-$h" -n "$ip" -V -5m:+1d "$dir/$h/ssh_host_ed25519_key.pub"

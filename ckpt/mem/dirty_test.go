@@ -2,8 +2,10 @@ package mem
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -90,6 +92,11 @@ func TestUffdTracker(t *testing.T) {
 	if err := tr.Track([]Range{r}); err != nil {
 		t.Fatal(err)
 	}
+	// smaps shows a registered mapping with "uw" (what precopy_file.txtar
+	// wants gone once a dump has returned).
+	if !smapsFlag(t, r.Start, "uw") {
+		t.Fatal(`a write-protected mapping without "uw" in its smaps VmFlags`)
+	}
 	checkTracker(t, tr, b, r)
 	// A range that is not registered is refused, not reported clean.
 	_, other := trackedRegion(t, 4)
@@ -100,6 +107,32 @@ func TestUffdTracker(t *testing.T) {
 		t.Fatal(err)
 	}
 	b[5*PageSize] = 9 // no protection left after Close
+	if smapsFlag(t, r.Start, "uw") {
+		t.Fatal(`"uw" in the smaps VmFlags after Close`)
+	}
+}
+
+// smapsFlag reports whether this process's mapping at addr has flag among
+// its smaps VmFlags.
+func smapsFlag(t *testing.T, addr uint64, flag string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := false
+	for _, line := range strings.Split(string(b), "\n") {
+		var start, end uint64
+		if _, err := fmt.Sscanf(line, "%x-%x ", &start, &end); err == nil && !strings.HasPrefix(line, "VmFlags") {
+			in = start <= addr && addr < end
+			continue
+		}
+		if in && strings.HasPrefix(line, "VmFlags:") {
+			return slices.Contains(strings.Fields(line)[1:], flag)
+		}
+	}
+	t.Fatalf("no mapping at %#x in smaps", addr)
+	return false
 }
 
 func TestSoftDirtyTracker(t *testing.T) {
