@@ -321,16 +321,27 @@ func (t *tree) release() error {
 func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, error) {
 	cp := &Checkpoint{Root: t.procs[0].pid, Host: hostID()}
 	log := t.procs[0].opts.Log
-	end := step(log, "dump: state")
-	threads := 0
-	for _, d := range t.procs {
-		p := d.zombie
-		if p == nil && t.pc != nil {
+	var fr *frozenRound
+	if t.pc != nil {
+		for _, d := range t.procs {
+			if d.zombie != nil {
+				continue
+			}
 			if c := t.pc.of(d.fs, d.pid); c != nil {
 				d.pc = c
 				d.later = func(v VMA) bool { return trackable(v) && c.covers(v.Start, v.End) }
 			}
 		}
+		var err error
+		if fr, err = t.pc.startFrozenRound(ctx, t.procs); err != nil {
+			return nil, err
+		}
+		defer fr.cancel() // on a failure before its end
+	}
+	end := step(log, "dump: state")
+	threads := 0
+	for _, d := range t.procs {
+		p := d.zombie
 		if p == nil {
 			var err error
 			if p, err = d.collectProcess(); err != nil {
@@ -381,7 +392,12 @@ func (t *tree) dumpFrozen(ctx context.Context, out io.Writer) (*DumpResult, erro
 	cp.Clock = readClock(cp.Root)
 	end()
 	if t.pc != nil {
-		end := step(log, "dump: pre-copy, last look")
+		end := step(log, "dump: pre-copy, frozen round")
+		if err := fr.wait(&t.pc.res); err != nil {
+			return nil, err
+		}
+		end()
+		end = step(log, "dump: pre-copy, last look")
 		for i, d := range t.procs {
 			if d.pc == nil {
 				continue

@@ -26,9 +26,10 @@ import (
 // they run, each round only the pages written since the previous one. The
 // frozen pass is authoritative for everything: a mapping whose pages were
 // tracked all along is marked PreCopied and gets only the pages written
-// since the last round (zero pages included); any other mapping is copied
-// whole, and the restore drops the earlier copies of its pages. A process
-// that appeared since the rounds began is copied whole.
+// since the last round (zero pages included), most of them sent by the
+// frozen round (see frozenRound) before the metadata; any other mapping is
+// copied whole, and the restore drops the earlier copies of its pages. A
+// process that appeared since the rounds began is copied whole.
 type preCopy struct {
 	w     *image.Writer
 	procs []*procCopy // the root first
@@ -42,6 +43,9 @@ type procCopy struct {
 	tracker   *mem.Tracker
 	ranges    []mem.Range // tracked, in address order
 	th        *throttler  // while the rounds throttle it
+	// lost: the frozen round could not copy all it found written, so the
+	// frozen pass copies every mapping whole.
+	lost bool
 }
 
 // of is the pre-copy of the process pid of the frozen tree, if it was
@@ -496,6 +500,108 @@ func (c *procCopy) drop(addr uint64) {
 	c.ranges = kept
 }
 
+// frozenRound copies what the tree wrote since the last round as soon as
+// it is frozen, on another goroutine: those pages go out (before the
+// metadata, like the rounds', and the target places them the same way)
+// while the state is collected, which takes tens of milliseconds (the
+// smaps walk, the injected queries). The frozen pass looks once more
+// after that (final): only what the injected queries wrote comes after
+// the metadata.
+type frozenRound struct {
+	done  chan struct{}
+	abort func() bool // stops aborting the writer on ctx's end
+	w     *image.Writer
+	bytes int64
+	err   error       // the goroutine's: the stream broke
+	lost  []*procCopy // processes whose copy failed part-way
+	ended bool
+}
+
+// startFrozenRound looks at what each pre-copied process of procs (the
+// frozen tree, pc and later set) wrote since the last round and starts
+// copying it.
+func (pc *preCopy) startFrozenRound(ctx context.Context, procs []*dumper) (*frozenRound, error) {
+	type job struct {
+		c    *procCopy
+		runs []memRun
+	}
+	var jobs []job
+	fr := &frozenRound{done: make(chan struct{}), w: pc.w}
+	for _, d := range procs {
+		c := d.pc
+		if c == nil || c.tracker == nil {
+			continue
+		}
+		if st, err := processStart(d.fs, d.pid); err != nil || st != c.startTime {
+			continue // final says so
+		}
+		// After an exec the old pagemap shows the old memory.
+		if err := c.tracker.Reopen(); err != nil {
+			return nil, err
+		}
+		var runs []memRun
+		err := c.written(func(r mem.Range, resend bool) error {
+			runs = append(runs, memRun{Range: r, resend: resend})
+			fr.bytes += int64(r.Len())
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, job{c, runs})
+	}
+	opts := procs[0].opts
+	opts.Progress = nil // the display shows the frozen pass's own copy
+	fr.abort = context.AfterFunc(ctx, pc.w.Abort)
+	go func() {
+		defer close(fr.done)
+		for _, j := range jobs {
+			d := &dumper{pid: j.c.pid, opts: opts, runs: j.runs}
+			err := d.writeMemory(ctx, pc.w)
+			var me *mem.Error
+			if errors.As(err, &me) && ctx.Err() == nil {
+				// A mapping that cannot be read (made PROT_NONE since
+				// it was registered, say): the pages found written are
+				// taken, so final copies this process whole.
+				fr.lost = append(fr.lost, j.c)
+				continue
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				fr.err = err
+				return
+			}
+		}
+	}()
+	return fr, nil
+}
+
+// wait waits for the copy and adds it to res.
+func (fr *frozenRound) wait(res *PreCopyResult) error {
+	<-fr.done
+	fr.abort()
+	fr.ended = true
+	for _, c := range fr.lost {
+		c.lost = true
+	}
+	res.FinalBytes += fr.bytes
+	return fr.err
+}
+
+// cancel ends a copy not waited for (the dump failed before): the writer
+// is aborted, which unblocks it.
+func (fr *frozenRound) cancel() {
+	if fr.ended {
+		return
+	}
+	fr.w.Abort()
+	<-fr.done
+	fr.abort()
+	fr.ended = true
+}
+
 // final runs in the frozen pass for the process d: each mapping that
 // lies in a range tracked since the rounds, and is tracked still, gets
 // only the pages written since the last round and is marked PreCopied;
@@ -514,7 +620,7 @@ func (c *procCopy) final(d *dumper, p *Process, res *PreCopyResult) error {
 	dirty := map[int][]memRun{}
 	var cand []int
 	for vi, v := range p.VMAs {
-		if trackable(v) && c.covers(v.Start, v.End) {
+		if !c.lost && trackable(v) && c.covers(v.Start, v.End) {
 			cand = append(cand, vi)
 		}
 	}
