@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -95,6 +96,41 @@ func cgroupRel(p string) ([]string, error) {
 		parts = append(parts, c)
 	}
 	return parts, nil
+}
+
+// cgroupJoin moves the restored processes into their cgroups on another
+// goroutine: a move waits for an RCU grace period (10-15 ms here), which
+// then passes while their memory and files are restored instead of
+// adding to the freeze.
+type cgroupJoin struct {
+	done     chan struct{}
+	warnings []string
+	err      error
+}
+
+// startCgroupJoin starts moving the processes of sh.order (created, not
+// yet resumed) into their cgroups, in order.
+func (sh *shared) startCgroupJoin() *cgroupJoin {
+	j := &cgroupJoin{done: make(chan struct{})}
+	procs := slices.Clone(sh.order)
+	go func() {
+		defer close(j.done)
+		for _, rs := range procs {
+			w, err := rs.joinCgroup()
+			j.warnings = append(j.warnings, w...)
+			if err != nil {
+				j.err = err
+				return
+			}
+		}
+	}()
+	return j
+}
+
+// wait waits for the moves and returns the first error.
+func (j *cgroupJoin) wait() error {
+	<-j.done
+	return j.err
 }
 
 // joinCgroup moves the restored process into its cgroup, creating the

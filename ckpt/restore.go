@@ -580,6 +580,8 @@ func (sh *shared) run(ctx context.Context) error {
 		live = append(live, rs)
 	}
 	sh.order = live
+	cg := sh.startCgroupJoin()
+	defer cg.wait()
 	end = sh.step("mappings")
 	for _, rs := range sh.order {
 		if err := rs.mapMemory(rs.leader, rs.pidfd); err != nil {
@@ -629,12 +631,11 @@ func (sh *shared) run(ctx context.Context) error {
 		if err := rs.restoreTasks(L); err != nil {
 			return err
 		}
-		warnings, err := rs.joinCgroup()
-		sh.warnings = append(sh.warnings, warnings...)
-		if err != nil {
-			return err
-		}
 	}
+	if err := cg.wait(); err != nil {
+		return err
+	}
+	sh.warnings = append(sh.warnings, cg.warnings...)
 	end()
 	defer sh.step("resume")()
 	return sh.resume()
