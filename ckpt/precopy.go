@@ -43,8 +43,8 @@ type procCopy struct {
 	tracker   *mem.Tracker
 	ranges    []mem.Range // tracked, in address order
 	th        *throttler  // while the rounds throttle it
-	// lost: the frozen round could not copy all it found written, so the
-	// frozen pass copies every mapping whole.
+	// lost: the frozen round could not copy all it found written, or the
+	// process exec'd: the frozen pass copies every mapping whole.
 	lost bool
 }
 
@@ -535,12 +535,18 @@ func (pc *preCopy) startFrozenRound(ctx context.Context, procs []*dumper) (*froz
 		if st, err := processStart(d.fs, d.pid); err != nil || st != c.startTime {
 			continue // final says so
 		}
-		// After an exec the old pagemap shows the old memory.
-		if err := c.tracker.Reopen(); err != nil {
+		// After an exec the old pagemap shows the old memory, and
+		// nothing of the new one was tracked: it is copied whole.
+		replaced, err := c.tracker.Reopen()
+		if err != nil {
 			return nil, err
 		}
+		if replaced {
+			c.lost = true
+			continue
+		}
 		var runs []memRun
-		err := c.written(func(r mem.Range, resend bool) error {
+		err = c.written(func(r mem.Range, resend bool) error {
 			runs = append(runs, memRun{Range: r, resend: resend})
 			fr.bytes += int64(r.Len())
 			return nil
@@ -613,8 +619,10 @@ func (c *procCopy) final(d *dumper, p *Process, res *PreCopyResult) error {
 	if err != nil || st != c.startTime {
 		return &ProcessError{PID: d.pid, Err: errors.New("exited during the pre-copy (the PID now names another process)")}
 	}
-	if err := c.tracker.Reopen(); err != nil {
+	if replaced, err := c.tracker.Reopen(); err != nil {
 		return err
+	} else if replaced {
+		c.lost = true
 	}
 	// The written pages of each mapping still tracked since the rounds.
 	dirty := map[int][]memRun{}

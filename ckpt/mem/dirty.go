@@ -176,14 +176,19 @@ func (t *Tracker) Pending(ranges []Range) (int64, error) {
 	return n, nil
 }
 
-// Reopen opens the process's pagemap again: after an exec the old one
-// still shows the memory the process had before, not what it has now.
-func (t *Tracker) Reopen() error {
+// Reopen opens the process's pagemap again and reports whether the
+// memory tracked so far is gone: after an exec the old pagemap refers to
+// the old address space, and reads nothing once that is freed. Nothing
+// of the new one was tracked (soft-dirty bits are set on every new page,
+// so they cannot tell either).
+func (t *Tracker) Reopen() (replaced bool, err error) {
+	var b [8]byte
+	n, _ := t.pm.ReadAt(b[:], 0)
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", t.pid))
 	if err != nil {
-		return err
+		return false, err
 	}
 	t.pm.Close()
 	t.pm = pm
-	return nil
+	return n == 0, nil
 }
