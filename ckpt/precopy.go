@@ -320,13 +320,20 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 		runs := make([][]memRun, len(pc.procs))
 		var total int64
 		for i, c := range pc.procs {
-			if c.tracker == nil {
+			if c.tracker == nil || c.lost {
 				continue // given up: copied whole by the frozen pass
 			}
 			err := c.writtenNow(opts, func(r mem.Range, resend bool) error {
 				runs[i] = append(runs[i], memRun{Range: r, resend: resend})
 				return nil
 			})
+			if errors.Is(err, mem.ErrGone) {
+				// It exec'd: nothing of its new memory was tracked (an
+				// exit shows at the freeze).
+				logDebug(opts.Log, "pre-copy: a process exec'd; it is copied whole", "pid", c.pid)
+				c.lost, runs[i] = true, nil
+				continue
+			}
 			if err != nil && i > 0 {
 				// A child that exited or cannot be looked at any more.
 				logDebug(opts.Log, "pre-copy: a child is copied whole", "pid", c.pid, "error", err)
@@ -456,7 +463,7 @@ func (c *procCopy) written(fn func(mem.Range, bool) error) error {
 }
 
 func (c *procCopy) pending() (int64, error) {
-	if c.tracker == nil {
+	if c.tracker == nil || c.lost {
 		return 0, nil
 	}
 	var n int64
@@ -529,7 +536,7 @@ func (pc *preCopy) startFrozenRound(ctx context.Context, procs []*dumper) (*froz
 	fr := &frozenRound{done: make(chan struct{}), w: pc.w}
 	for _, d := range procs {
 		c := d.pc
-		if c == nil || c.tracker == nil {
+		if c == nil || c.tracker == nil || c.lost {
 			continue
 		}
 		if st, err := processStart(d.fs, d.pid); err != nil || st != c.startTime {

@@ -2,6 +2,7 @@ package mem
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +28,10 @@ func (r Range) Len() uint64 { return r.End - r.Start }
 
 // MaxIov is the kernel's UIO_MAXIOV.
 const MaxIov = 1024
+
+// ErrGone: the address space a pagemap was opened on is no more (the
+// process exec'd or exited); its pagemap reads nothing.
+var ErrGone = errors.New("the address space is gone (the process exec'd or exited)")
 
 // Pagemap reads one process's pagemap.
 type Pagemap struct {
@@ -60,8 +65,13 @@ func (p *Pagemap) Runs(r Range, maxPages int, keep func(entry uint64) bool, fn f
 	for addr := r.Start; addr < r.End; {
 		n := min((r.End-addr)/PageSize, uint64(len(p.buf)/8))
 		b := p.buf[:n*8]
-		if _, err := p.f.ReadAt(b, int64(addr/PageSize*8)); err != nil && err != io.EOF {
+		got, err := p.f.ReadAt(b, int64(addr/PageSize*8))
+		if err != nil && err != io.EOF {
 			return fmt.Errorf("read pagemap at %#x: %w", addr, err)
+		}
+		if got < len(b) {
+			// A live address space has an entry for every page.
+			return fmt.Errorf("read pagemap at %#x: %d of %d bytes: %w", addr, got, len(b), ErrGone)
 		}
 		for i := uint64(0); i < n; i++ {
 			page := addr + i*PageSize
