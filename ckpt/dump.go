@@ -291,6 +291,25 @@ func (t *tree) freeze() error {
 			}
 		}
 		if err := d.freeze(); err != nil {
+			if d == root {
+				return err
+			}
+			// A child that exits as it is frozen cannot be attached to
+			// (EPERM once it is exiting, ESRCH once it is gone): it is a
+			// zombie now, or no part of the tree.
+			switch perr := d.precheck(); {
+			case errors.Is(perr, ErrNoProcess):
+				_ = d.release()
+				t.procs = append(t.procs[:i], t.procs[i+1:]...)
+				i--
+				continue
+			case errors.Is(perr, errZombie):
+				_ = d.release()
+				if d.zombie, err = d.zombieState(); err != nil {
+					return err
+				}
+				continue
+			}
 			return err
 		}
 		kids, err := d.fs.Children(d.pid)
