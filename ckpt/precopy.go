@@ -617,10 +617,11 @@ func (fr *frozenRound) cancel() {
 
 // final runs in the frozen pass for the process d: each mapping that
 // lies in a range tracked since the rounds, and is tracked still, gets
-// only the pages written since the last round and is marked PreCopied;
-// the others keep the runs collectMemory found. The tracker looks at the
-// process's memory as it is now (after an exec, nothing is tracked).
-// Precondition: the process is frozen.
+// only the pages written since the frozen round (those the injected
+// queries wrote) and is marked PreCopied; the others keep the runs
+// collectMemory found, and so do all of a lost process's (it exec'd, or
+// the frozen round could not copy it), which are scanned now if they were
+// left to the tracker. Precondition: the process is frozen.
 func (c *procCopy) final(d *dumper, p *Process, res *PreCopyResult) error {
 	st, err := processStart(d.fs, d.pid)
 	if err != nil || st != c.startTime {
