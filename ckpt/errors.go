@@ -26,9 +26,9 @@ var (
 // has a method Expected() bool returning true, and the command line prints
 // it as one line; any other failure is a bug and gets the bug hint.
 // ExpectedError, ProcessError, FDError and MappingError here, image's and
-// sock's sentinels and error types, and transfer's DialError, RefusedError
-// and the like carry it (image and sock implement it without importing
-// anything of ours).
+// sock's sentinels and error types, mem.ErrGone, and transfer's DialError,
+// RefusedError and the like carry it (image, sock and mem implement it
+// without importing anything of ours).
 
 // ExpectedError is a plain expected failure.
 type ExpectedError string

@@ -330,7 +330,7 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 			if errors.Is(err, mem.ErrGone) {
 				// It exec'd: nothing of its new memory was tracked (an
 				// exit shows at the freeze).
-				logDebug(opts.Log, "pre-copy: a process exec'd; it is copied whole", "pid", c.pid)
+				logDebug(opts.Log, "pre-copy: a process exec'd or exited; it is copied whole", "pid", c.pid)
 				c.lost, runs[i] = true, nil
 				continue
 			}
@@ -347,7 +347,12 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 			if round == 0 {
 				// Everything counts as written once: copy what is there.
 				runs[i] = nil
-				if err := c.presentRuns(func(r mem.Range) { runs[i] = append(runs[i], memRun{Range: r}) }); err != nil {
+				err := c.presentRuns(func(r mem.Range) { runs[i] = append(runs[i], memRun{Range: r}) })
+				if errors.Is(err, mem.ErrGone) {
+					c.lost, runs[i] = true, nil // as above
+					continue
+				}
+				if err != nil {
 					return err
 				}
 			}

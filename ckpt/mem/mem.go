@@ -2,7 +2,6 @@ package mem
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,8 +29,14 @@ func (r Range) Len() uint64 { return r.End - r.Start }
 const MaxIov = 1024
 
 // ErrGone: the address space a pagemap was opened on is no more (the
-// process exec'd or exited); its pagemap reads nothing.
-var ErrGone = errors.New("the address space is gone (the process exec'd or exited)")
+// process exec'd or exited); its pagemap reads nothing. An answer about
+// the world, not a bug: it says Expected, as ckpt's expected errors do.
+var ErrGone error = goneError{}
+
+type goneError struct{}
+
+func (goneError) Error() string  { return "the address space is gone (the process exec'd or exited)" }
+func (goneError) Expected() bool { return true }
 
 // Pagemap reads one process's pagemap.
 type Pagemap struct {

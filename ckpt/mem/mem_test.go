@@ -27,7 +27,13 @@ func TestPagemapGone(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
-	if err := pm.Runs(r, 16, all, none); !errors.Is(err, ErrGone) {
+	err = pm.Runs(r, 16, all, none)
+	if !errors.Is(err, ErrGone) {
 		t.Fatalf("after the exit: %v, want ErrGone", err)
+	}
+	// An answer about the world, printed as one line, not as a bug.
+	var e interface{ Expected() bool }
+	if !errors.As(err, &e) || !e.Expected() {
+		t.Fatalf("%v is not marked expected", err)
 	}
 }
