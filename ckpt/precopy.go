@@ -632,12 +632,9 @@ func (c *procCopy) final(d *dumper, p *Process, res *PreCopyResult) error {
 	if err != nil || st != c.startTime {
 		return &ProcessError{PID: d.pid, Err: errors.New("exited during the pre-copy (the PID now names another process)")}
 	}
-	if replaced, err := c.tracker.Reopen(); err != nil {
-		return err
-	} else if replaced {
-		c.lost = true
-	}
-	// The written pages of each mapping still tracked since the rounds.
+	// The frozen round reopened the tracker's pagemap (or found the
+	// process exec'd: lost). The written pages of each mapping still
+	// tracked since the rounds:
 	dirty := map[int][]memRun{}
 	var cand []int
 	for vi, v := range p.VMAs {
