@@ -110,13 +110,21 @@ func (e *earlyPages) add(p *image.Pages) error {
 	i, _ := slices.BinarySearchFunc(e.hint, r.Start, func(h mem.Range, a uint64) int { return cmp.Compare(h.End, a+1) })
 	for ; i < len(e.hint) && e.hint[i].Start < r.End; i++ {
 		h := e.hint[i]
-		if overlapsAny(h, e.own) || slices.ContainsFunc(e.placed, func(p placedRange) bool { return p.Start < h.End && h.Start < p.End }) {
+		if slices.ContainsFunc(e.placed, func(p placedRange) bool { return p.Start < h.End && h.Start < p.End }) {
 			continue
 		}
-		if err := e.mmap(placedRange{Range: h, flags: e.flags[i]}); err != nil {
-			// A hint is only a hint (an image is untrusted): the pages
-			// are mapped piece by piece below instead.
-			logDebug(e.log, "pre-copy: a region of the hint cannot be mapped", "error", err)
+		// The stub's own mappings may lie inside a large region (its
+		// vDSO goes anywhere the kernel's mmap randomization puts it,
+		// and a region can be a 64 GiB reservation): the parts around
+		// them are each mapped whole. Skipping the region would map its
+		// pages one by one, and the restored mapping would come back
+		// in pieces.
+		for _, part := range subtractRanges(h, e.own) {
+			if err := e.mmap(placedRange{Range: part, flags: e.flags[i]}); err != nil {
+				// A hint is only a hint (an image is untrusted): the
+				// pages are mapped piece by piece below instead.
+				logDebug(e.log, "pre-copy: a region of the hint cannot be mapped", "error", err)
+			}
 		}
 	}
 	for _, pc := range planPieces(r, e.placed, append(slices.Clone(e.own), e.heldAt...), e.hint, e.flags) {
