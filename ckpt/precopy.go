@@ -327,6 +327,11 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 				runs[i] = append(runs[i], memRun{Range: r, resend: resend})
 				return nil
 			})
+			if err == nil && round == 0 {
+				// Everything counts as written once: copy what is there.
+				runs[i] = nil
+				err = c.presentRuns(func(r mem.Range) { runs[i] = append(runs[i], memRun{Range: r}) })
+			}
 			if errors.Is(err, mem.ErrGone) {
 				// It exec'd: nothing of its new memory was tracked (an
 				// exit shows at the freeze).
@@ -343,18 +348,6 @@ func (pc *preCopy) rounds(ctx context.Context, opts DumpOptions) (err error) {
 			}
 			if err != nil {
 				return err
-			}
-			if round == 0 {
-				// Everything counts as written once: copy what is there.
-				runs[i] = nil
-				err := c.presentRuns(func(r mem.Range) { runs[i] = append(runs[i], memRun{Range: r}) })
-				if errors.Is(err, mem.ErrGone) {
-					c.lost, runs[i] = true, nil // as above
-					continue
-				}
-				if err != nil {
-					return err
-				}
 			}
 			for _, r := range runs[i] {
 				total += int64(r.Len())
