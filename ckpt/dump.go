@@ -290,13 +290,21 @@ func (t *tree) freeze() error {
 				return err
 			}
 		}
-		if err := d.freeze(); err != nil {
+		err := d.freeze()
+		var kids []int
+		if err == nil {
+			if kids, err = d.fs.Children(d.pid); err != nil {
+				err = &ProcessError{PID: d.pid, Err: err}
+			}
+		}
+		if err != nil {
 			if d == root {
 				return err
 			}
 			// A child that exits as it is frozen cannot be attached to
-			// (EPERM once it is exiting, ESRCH once it is gone): it is a
-			// zombie now, or no part of the tree.
+			// (EPERM once it is exiting, ESRCH once it is gone), or its
+			// /proc entries go: it is a zombie now, or no part of the
+			// tree.
 			switch perr := d.precheck(); {
 			case errors.Is(perr, ErrNoProcess):
 				_ = d.release()
@@ -311,10 +319,6 @@ func (t *tree) freeze() error {
 				continue
 			}
 			return err
-		}
-		kids, err := d.fs.Children(d.pid)
-		if err != nil {
-			return &ProcessError{PID: d.pid, Err: err}
 		}
 		for _, k := range kids {
 			if !t.has(k) {
