@@ -270,24 +270,35 @@ func (t *tree) has(pid int) bool {
 // Precondition: called on the tracer thread.
 func (t *tree) freeze() error {
 	root := t.procs[0]
+	// settle re-reads the state of child d after err: exited since its
+	// parent listed it (not part of the tree: dropped) or a zombie now
+	// (recorded as one) settles it; otherwise err stands.
+	settle := func(i int, d *dumper, err error) (bool, error) {
+		switch perr := d.precheck(); {
+		case errors.Is(perr, ErrNoProcess):
+			_ = d.release()
+			t.procs = append(t.procs[:i], t.procs[i+1:]...)
+			return true, nil
+		case errors.Is(perr, errZombie):
+			_ = d.release()
+			var zerr error
+			d.zombie, zerr = d.zombieState()
+			return true, zerr
+		case perr != nil:
+			return false, perr
+		}
+		return false, err
+	}
 	for i := 0; i < len(t.procs); i++ {
 		d := t.procs[i]
 		if d != root {
-			err := d.precheck()
-			if errors.Is(err, ErrNoProcess) {
-				// Exited since its parent listed it: not part of the tree.
-				t.procs = append(t.procs[:i], t.procs[i+1:]...)
-				i--
-				continue
-			}
-			if errors.Is(err, errZombie) {
-				if d.zombie, err = d.zombieState(); err != nil {
-					return err
+			if done, err := settle(i, d, nil); err != nil {
+				return err
+			} else if done {
+				if d.zombie == nil {
+					i--
 				}
 				continue
-			}
-			if err != nil {
-				return err
 			}
 		}
 		err := d.freeze()
@@ -305,20 +316,14 @@ func (t *tree) freeze() error {
 			// (EPERM once it is exiting, ESRCH once it is gone), or its
 			// /proc entries go: it is a zombie now, or no part of the
 			// tree.
-			switch perr := d.precheck(); {
-			case errors.Is(perr, ErrNoProcess):
-				_ = d.release()
-				t.procs = append(t.procs[:i], t.procs[i+1:]...)
-				i--
-				continue
-			case errors.Is(perr, errZombie):
-				_ = d.release()
-				if d.zombie, err = d.zombieState(); err != nil {
-					return err
-				}
-				continue
+			done, err := settle(i, d, err)
+			if err != nil || !done {
+				return err
 			}
-			return err
+			if d.zombie == nil {
+				i--
+			}
+			continue
 		}
 		for _, k := range kids {
 			if !t.has(k) {
