@@ -147,6 +147,22 @@ func Wait(tid int) (unix.WaitStatus, error) {
 	}
 }
 
+// Poll is Wait without waiting: ok is false when tid has nothing to
+// report yet.
+// Precondition: called on the tracer thread.
+func Poll(tid int) (ws unix.WaitStatus, ok bool, err error) {
+	for {
+		pid, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ws, false, &Error{Op: "wait4", TID: tid, Err: err}
+		}
+		return ws, pid == tid, nil
+	}
+}
+
 // GetRobustList returns the robust futex list head and length of tid.
 func GetRobustList(tid int) (head uint64, size uint64, err error) {
 	var h uintptr
