@@ -139,9 +139,9 @@ func TestKernelMatrix(t *testing.T) {
 		if err := os.Mkdir(out, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		guest := fmt.Sprintf("%s check >%s/check.txt 2>&1; %s -test.run '%s' -test.v -test.count=1 -test.timeout 20m >%s/test.txt 2>&1",
+		guest := fmt.Sprintf("%s check >%s/check.txt 2>&1; %s -test.run '%s' -test.v -test.count=1 -test.timeout 12m >%s/test.txt 2>&1",
 			relocate, out, testBin, run, out)
-		ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		console, err := os.Create(filepath.Join(out, "console.txt"))
 		if err != nil {
 			t.Fatal(err)
