@@ -274,6 +274,11 @@ func (t *tree) freeze() error {
 	// parent listed it (not part of the tree: dropped) or a zombie now
 	// (recorded as one) settles it; otherwise err stands.
 	settle := func(i int, d *dumper, err error) (bool, error) {
+		if err != nil {
+			// Let go of what the failed freeze holds first: the check
+			// would see our own tracer, and refuse it as another's.
+			_ = d.release()
+		}
 		switch perr := d.precheck(); {
 		case errors.Is(perr, ErrNoProcess):
 			_ = d.release()

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/relocate/relocate/ckpt/proc"
 	"github.com/relocate/relocate/ckpt/ptrace"
 )
 
@@ -21,6 +23,9 @@ type frozenTask struct {
 	// leftGroupStop: it was stopped by job control, and was let go on to
 	// the interrupt's trap.
 	leftGroupStop bool
+	// stopped: it reported the stop the freeze waits for (a freeze that
+	// failed part-way leaves others seized and running).
+	stopped bool
 }
 
 // PTRACE_O_SUSPEND_SECCOMP: the syscalls the dump injects are not the
@@ -54,26 +59,111 @@ func (d *dumper) freeze() error {
 			return fmt.Errorf("pid %d keeps creating threads; cannot freeze it", d.pid)
 		}
 		var waiting []int
+		seized, stopReaper := d.reapWhileSeizing()
 		for _, tid := range fresh {
-			if err := ptrace.Seize(tid, seizeOptions); err != nil {
+			err := ptrace.Seize(tid, seizeOptions)
+			if err == nil {
+				seized(tid)
+			}
+			if err != nil {
 				if errors.Is(err, unix.ESRCH) {
 					continue // exited meanwhile
 				}
-				if errors.Is(err, unix.EPERM) {
-					return &ProcessError{PID: d.pid, Err: fmt.Errorf("cannot attach to thread %d (already traced, or not permitted): %w", tid, unix.EPERM)}
+				if !errors.Is(err, unix.EPERM) {
+					stopReaper()
+					return err
 				}
-				return err
+				switch exiting, ours := d.seizeRefused(tid); {
+				case exiting:
+					continue
+				case ours:
+					// Attached with its creator's clone, whose event never
+					// came (an exec killed the creator first): it stops by
+					// itself.
+					d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
+					waiting = append(waiting, tid)
+					continue
+				}
+				stopReaper()
+				return &ProcessError{PID: d.pid, Err: fmt.Errorf("cannot attach to thread %d (already traced, or not permitted): %w", tid, unix.EPERM)}
 			}
 			d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
-			if err := ptrace.Interrupt(tid); err != nil {
+			if err := ptrace.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				stopReaper()
 				return err
 			}
 			waiting = append(waiting, tid)
 		}
-		if err := d.waitFrozen(waiting); err != nil {
+		stopReaper()
+		if err := d.waitFrozen(waiting, 0); err != nil {
 			return err
 		}
 	}
+}
+
+// reapWhileSeizing reaps, from another thread, the threads of the process
+// we trace that exit while the tracer thread seizes more: seized adds one,
+// stop ends it. An exec kills every other thread and waits until each is
+// released, holding a lock PTRACE_SEIZE takes; a thread we trace is
+// released only once we reap it, so a seize that met an exec would wait
+// forever for the exec, and the exec for us (the tracer thread, blocked,
+// cannot reap). The reaped threads' wait4 then fails with ECHILD, which
+// waitFrozen takes as gone.
+func (d *dumper) reapWhileSeizing() (seized func(int), stop func()) {
+	var mu sync.Mutex
+	tids := d.tids()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			mu.Lock()
+			ts := slices.Clone(tids)
+			mu.Unlock()
+			for _, tid := range ts {
+				ptrace.ReapExited(tid)
+			}
+		}
+	}()
+	seized = func(tid int) {
+		mu.Lock()
+		tids = append(tids, tid)
+		mu.Unlock()
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
+	}
+	return seized, stop
+}
+
+// seizeRefused tells why seizing thread tid failed with EPERM, when the
+// reason is harmless: it is exiting (an exec killed it, or it ended; the
+// kernel attaches to no thread that has), or this tracer thread traces it
+// already.
+// Precondition: called on the tracer thread.
+func (d *dumper) seizeRefused(tid int) (exiting, ours bool) {
+	b, err := d.fs.ReadTask(d.pid, tid, "status")
+	if err != nil {
+		return true, false // gone
+	}
+	st, err := proc.ParseStatus(b)
+	if err != nil {
+		return false, false
+	}
+	if st.State == 'Z' || st.State == 'X' {
+		return true, false
+	}
+	return false, st.TracerPID == unix.Gettid()
 }
 
 // waitFrozen waits until every thread of waiting sits in an interrupt stop
@@ -87,19 +177,25 @@ func (d *dumper) freeze() error {
 // exec'ing thread stops only after its exec. Waiting for it alone would
 // wait forever (the CI's kernel matrix hung so, freezing a process that
 // exec'd; exec_storm.txtar does it thirty times).
-func (d *dumper) waitFrozen(waiting []int) error {
+//
+// limit, when not zero, bounds the wait.
+func (d *dumper) waitFrozen(waiting []int, limit time.Duration) error {
+	start := time.Now()
 	pending := make(map[int]bool, len(waiting))
 	for _, tid := range waiting {
 		pending[tid] = true
 	}
 	idle := time.Duration(0)
-	for len(pending) > 0 {
+	for {
+		// Every pass looks at every thread, those not waited for too: one
+		// may have been reaped meanwhile (reapWhileSeizing) or killed.
 		progress := false
 		for _, tid := range d.tids() {
 			ws, ok, err := ptrace.Poll(tid)
 			if errors.Is(err, unix.ECHILD) {
-				// Not ours to wait for any more: a thread that exec'd took
-				// the leader's thread ID (whose stop reports it).
+				// Not ours to wait for any more: reaped already, or a
+				// thread that exec'd took the leader's thread ID (whose
+				// stop reports it).
 				delete(d.tasks, tid)
 				delete(pending, tid)
 				continue
@@ -124,16 +220,21 @@ func (d *dumper) waitFrozen(waiting []int) error {
 				pending[nt] = true
 			}
 		}
+		if len(pending) == 0 {
+			return nil
+		}
 		if progress {
 			idle = 0
 			continue
 		}
 		// A stop takes tens of microseconds; a thread busy in the kernel
 		// (an exec, a page fault on a slow file) longer.
+		if limit > 0 && time.Since(start) > limit {
+			return &ProcessError{PID: d.pid, Err: fmt.Errorf("%d threads did not stop within %v", len(pending), limit)}
+		}
 		idle = min(max(2*idle, 20*time.Microsecond), 2*time.Millisecond)
 		time.Sleep(idle)
 	}
-	return nil
 }
 
 // frozenEvent handles one state change ws of tid while it is being
@@ -173,6 +274,7 @@ func (d *dumper) frozenEvent(tid int, ws unix.WaitStatus) (done bool, added []in
 		d.tasks[tid].leftGroupStop = true
 		return false, nil, ptrace.Cont(tid, 0)
 	case s.IsGroupStop():
+		d.tasks[tid].stopped = true
 		return true, nil, nil
 	case s.Event() == unix.PTRACE_EVENT_CLONE:
 		msg, err := ptrace.EventMsg(tid)
@@ -218,6 +320,23 @@ func isStopSignal(sig unix.Signal) bool {
 // Precondition: called on the tracer thread.
 func (d *dumper) release() error {
 	var errs []error
+	// Only a stopped tracee can be detached: a freeze that failed part-way
+	// may leave threads seized and running (or on their way to the stop),
+	// which would stay attached, and stop, until relocate exits.
+	var running []int
+	for _, tid := range d.tids() {
+		if !d.tasks[tid].stopped {
+			if err := ptrace.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, err)
+			}
+			running = append(running, tid)
+		}
+	}
+	if len(running) > 0 {
+		// Bounded: a thread stuck in the kernel stays attached (and
+		// runs on once relocate exits) rather than hang the release.
+		errs = append(errs, d.waitFrozen(running, 5*time.Second))
+	}
 	// A process stopped by job control needs nothing: its group stop is
 	// still in effect, and the kernel stops each thread again as it
 	// leaves ptrace.

@@ -1181,7 +1181,9 @@ func (sh *shared) resume() error {
 			}
 		}
 		for _, t := range rs.threads {
-			if err := ptrace.Detach(t.tid, 0); err != nil {
+			// ESRCH: a thread let go before it already exec'd or exited,
+			// which killed this one.
+			if err := ptrace.Detach(t.tid, 0); err != nil && !errors.Is(err, unix.ESRCH) {
 				return err
 			}
 		}

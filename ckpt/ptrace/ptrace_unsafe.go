@@ -163,6 +163,26 @@ func Poll(tid int) (ws unix.WaitStatus, ok bool, err error) {
 	}
 }
 
+// ReapExited reaps tid if it has exited, and does nothing else: a stop
+// stays to be reported. (A wait for a tracee reports its stops whatever
+// the options say, so it looks first with WNOWAIT.) Unlike the rest of
+// the package it may be called on any thread of the tracer's process (the
+// kernel lets a thread wait for the tracees of the others).
+func ReapExited(tid int) bool {
+	const cldExited, cldKilled, cldDumped = 1, 2, 3
+	var info unix.Siginfo
+	opts := unix.WEXITED | unix.WNOHANG | unix.WALL
+	if err := unix.Waitid(unix.P_PID, tid, &info, opts|unix.WNOWAIT, nil); err != nil || info.Signo == 0 {
+		return false
+	}
+	switch info.Code {
+	case cldExited, cldKilled, cldDumped:
+		// A zombie stays one until reaped: this takes the same report.
+		return unix.Waitid(unix.P_PID, tid, &info, opts, nil) == nil
+	}
+	return false
+}
+
 // GetRobustList returns the robust futex list head and length of tid.
 func GetRobustList(tid int) (head uint64, size uint64, err error) {
 	var h uintptr

@@ -1,7 +1,7 @@
 /* execer: a process that keeps exec'ing itself, for a pre-copy that must
  * not restore what the process had before its last exec.
  *
- * argv: DIR [MIB=16] [EVERY_MS=100] [GENERATIONS=30] [GEN=0]. Each
+ * argv: DIR [MIB=16] [EVERY_MS=100] [GENERATIONS=30] [THREADS=1] [GEN=0]. Each
  * generation maps MIB at the same fixed address, writes about half of its
  * pages (which ones, and what, depends on the generation), then after
  * EVERY_MS execs itself as the next generation; the last one stays. Every
@@ -9,8 +9,9 @@
  * one before, and different contents: a restore that kept pages copied
  * before an exec shows the old generation's bytes in a page this one left
  * untouched (zero) or wrote differently. The last page is never written.
- * A thread keeps rewriting the filled pages with what they hold, so that a
- * pre-copy goes on with rounds (and sees execs) until its round limit.
+ * THREADS threads keep rewriting the filled pages with what they hold, so
+ * that a pre-copy goes on with rounds (and sees execs) until its round
+ * limit; the exec kills them, each time.
  *
  * ready (by generation 0): addr= the region, zero= its last page.
  * final appears once the last generation has filled its pages.
@@ -25,7 +26,7 @@
 #define REGION ((void *)0x5a0000000000UL)
 
 static size_t size, pages, filled;
-static long every, gens, gen;
+static long every, gens, gen, threads;
 static unsigned char *mem;
 static struct timespec born;
 static char **args;
@@ -84,7 +85,7 @@ static void tick(void) {
 		return;
 	char next[32];
 	snprintf(next, sizeof next, "%ld", gen + 1);
-	args[5] = next;
+	args[6] = next;
 	execv("/proc/self/exe", args);
 	perror("execer: exec");
 	exit(2);
@@ -97,8 +98,9 @@ int main(int argc, char **argv) {
 	 * better, and every moment of the process passes its check. */
 	every = argc > 3 ? atol(argv[3]) : 100;
 	gens = argc > 4 ? atol(argv[4]) : 30;
-	gen = argc > 5 ? atol(argv[5]) : 0;
-	if (size < 2 * PAGE || every < 1 || gens < 1) {
+	threads = argc > 5 ? atol(argv[5]) : 1;
+	gen = argc > 6 ? atol(argv[6]) : 0;
+	if (size < 2 * PAGE || every < 1 || gens < 1 || threads < 1 || threads > 64) {
 		fprintf(stderr, "execer: bad arguments\n");
 		return 2;
 	}
@@ -108,18 +110,21 @@ int main(int argc, char **argv) {
 		perror("execer: mmap");
 		return 2;
 	}
-	char *a[] = {argv[0], argv[1], NULL, NULL, NULL, NULL, NULL};
-	char sz[32], ev[32], gs[32];
+	char *a[] = {argv[0], argv[1], NULL, NULL, NULL, NULL, NULL, NULL};
+	char sz[32], ev[32], gs[32], th[32];
 	snprintf(sz, sizeof sz, "%zu", size >> 20);
 	snprintf(ev, sizeof ev, "%ld", every);
 	snprintf(gs, sizeof gs, "%ld", gens);
-	a[2] = sz, a[3] = ev, a[4] = gs;
+	snprintf(th, sizeof th, "%ld", threads);
+	a[2] = sz, a[3] = ev, a[4] = gs, a[5] = th;
 	args = a;
 	fill();
-	pthread_t t;
-	if (pthread_create(&t, NULL, rewrite, NULL) != 0) {
-		fprintf(stderr, "execer: pthread_create failed\n");
-		return 2;
+	for (long i = 0; i < threads; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, rewrite, NULL) != 0) {
+			fprintf(stderr, "execer: pthread_create failed\n");
+			return 2;
+		}
 	}
 	clock_gettime(CLOCK_MONOTONIC, &born);
 	if (gen == 0) {
