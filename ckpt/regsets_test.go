@@ -77,7 +77,7 @@ func TestCheckHeaderArch(t *testing.T) {
 		t.Errorf("other architecture: %v", err)
 	}
 	s := Survey{Arch: otherArch}
-	if p := s.Check(false); len(p) != 1 || p[0] != "the process is "+otherArch+", this machine is "+archName {
+	if p, _ := s.Check(false); len(p) != 1 || p[0] != "the process is "+otherArch+", this machine is "+archName {
 		t.Errorf("survey of another architecture: %q", p)
 	}
 }

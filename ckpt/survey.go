@@ -154,10 +154,12 @@ func peekTCPConn(pid, fd int) bool {
 // Check lists, one line each, why this machine cannot restore the
 // surveyed tree; nil means it can. It changes nothing. With pidns the
 // tree would get a PID namespace of its own: taken PIDs do not matter.
-func (s *Survey) Check(pidns bool) []string {
-	var problems []string
+// missing are the paths among the problems that do not exist here: a file
+// the tree held open for a moment (a temporary file renamed since) is one
+// of them, and the source may look again (Gone).
+func (s *Survey) Check(pidns bool) (problems, missing []string) {
 	if s.Arch != archName {
-		return []string{fmt.Sprintf("the process is %s, this machine is %s", s.Arch, archName)}
+		return []string{fmt.Sprintf("the process is %s, this machine is %s", s.Arch, archName)}, nil
 	}
 	if s.PageSize != os.Getpagesize() {
 		problems = append(problems, fmt.Sprintf("the process has %d-byte pages, this machine %d", s.PageSize, os.Getpagesize()))
@@ -195,6 +197,7 @@ func (s *Survey) Check(pidns bool) []string {
 	for _, f := range s.Files {
 		if err := checkPath(f.Path, expect{typ: unix.S_IFREG, id: &f}); errors.Is(err, unix.ENOENT) {
 			problems = append(problems, fmt.Sprintf("%s: missing here", f.Path))
+			missing = append(missing, f.Path)
 		} else if err != nil {
 			problems = append(problems, err.Error())
 		}
@@ -202,13 +205,33 @@ func (s *Survey) Check(pidns bool) []string {
 	for _, p := range s.Paths {
 		if fd, _, err := openPath(p); errors.Is(err, unix.ENOENT) {
 			problems = append(problems, fmt.Sprintf("%s: missing here", p))
+			missing = append(missing, p)
 		} else if err != nil {
 			problems = append(problems, err.Error())
 		} else {
 			unix.Close(fd)
 		}
 	}
-	return problems
+	return problems, missing
+}
+
+// Gone reports whether the tree, as surveyed now, holds none of paths
+// (files the target found missing) any more: they were there for a
+// moment, and a new survey is worth checking again.
+func (s *Survey) Gone(paths []string) bool {
+	held := map[string]bool{}
+	for _, f := range s.Files {
+		held[f.Path] = true
+	}
+	for _, p := range s.Paths {
+		held[p] = true
+	}
+	for _, p := range paths {
+		if held[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // SurveyHere is the survey of no process at all: checking it on a target

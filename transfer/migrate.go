@@ -290,10 +290,11 @@ func (s *session) close() {
 	s.client.Close()
 }
 
-// handshake sends the survey and returns the target's problems.
-func (s *session) handshake(ctx context.Context, h *hello) ([]string, error) {
+// handshake sends the survey and returns the target's problems, and the
+// paths among them that it lacks.
+func (s *session) handshake(ctx context.Context, h *hello) (problems, missing []string, err error) {
 	if err := s.frames.sendJSON(frameHello, h); err != nil {
-		return nil, fmt.Errorf("%s: send survey: %w", s.client.Dest, err)
+		return nil, nil, fmt.Errorf("%s: send survey: %w", s.client.Dest, err)
 	}
 	if !h.CheckOnly && s.beats == nil {
 		s.beats = make(chan struct{})
@@ -301,12 +302,43 @@ func (s *session) handshake(ctx context.Context, h *hello) ([]string, error) {
 	}
 	m, err := s.await(ctx, time.Minute)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m.Type != msgHello {
-		return nil, fmt.Errorf("protocol: expected hello from the target, got %q", m.Type)
+		return nil, nil, fmt.Errorf("protocol: expected hello from the target, got %q", m.Type)
 	}
-	return m.Problems, nil
+	return m.Problems, m.Missing, nil
+}
+
+// handshakeTries bounds how often a handshake is asked again after a
+// refusal for files the tree held only for a moment.
+const handshakeTries = 3
+
+// handshakeFresh runs the handshake of h (with a session from connect), and runs
+// it again, in a new session and with a new survey of pid, while the
+// target refuses only for paths it lacks that the tree no longer holds: a
+// temporary file open during the survey and renamed since (the survey
+// reads a tree that runs on). The session returned is open, whatever the
+// error.
+func handshakeFresh(ctx context.Context, s *session, pid int, h *hello, connect func() (*session, error)) (_ *session, problems []string, err error) {
+	for try := 1; ; try++ {
+		var missing []string
+		problems, missing, err = s.handshake(ctx, h)
+		if err != nil || len(problems) == 0 || len(missing) < len(problems) || try == handshakeTries || pid <= 0 {
+			return s, problems, err
+		}
+		fresh, ferr := ckpt.SurveyTree(pid)
+		if ferr != nil || !fresh.Gone(missing) {
+			return s, problems, err
+		}
+		logFrom(ctx).Info("the target lacks files the tree no longer holds; asking again", "paths", missing)
+		next, serr := connect()
+		if serr != nil {
+			return s, problems, err
+		}
+		s.close()
+		s, h.Survey = next, fresh
+	}
 }
 
 // Check runs the handshake of a migration of pid to dest without freezing
@@ -322,14 +354,15 @@ func Check(ctx context.Context, pid int, dest string, o MigrateOptions) (problem
 		here := ckpt.SurveyHere()
 		survey = &here
 	}
-	s, err := startReceive(ctx, dest, &o)
+	connect := func() (*session, error) { return startReceive(ctx, dest, &o) }
+	s, err := connect()
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
 	source, _ := os.Hostname()
-	problems, err = s.handshake(ctx, &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source,
-		Survey: survey, CheckOnly: true, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS})
+	s, problems, err = handshakeFresh(ctx, s, pid, &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source,
+		Survey: survey, CheckOnly: true, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS}, connect)
+	defer s.close()
 	_ = s.stdin.Close()
 	return problems, err
 }
@@ -353,21 +386,27 @@ func Migrate(ctx context.Context, pid int, dest string, o MigrateOptions) (*Migr
 		log.Info("refused here", "problems", survey.Unmovable)
 		return nil, &RefusedError{Dest: dest, Err: fmt.Errorf("%s", strings.Join(survey.Unmovable, "; "))}
 	}
-	s, err := startReceive(ctx, dest, &o)
+	id := newID()
+	connect := func() (*session, error) {
+		s, err := startReceive(ctx, dest, &o)
+		if err == nil {
+			s.id = id
+		}
+		return s, err
+	}
+	s, err := connect()
 	if err != nil {
 		return nil, &RefusedError{Dest: dest, Err: err}
 	}
-	defer s.close()
 	source, _ := os.Hostname()
-	id := newID()
-	s.id = id
 	h := &hello{Protocol: ProtocolVersion, Version: o.Producer, Source: source, Survey: survey, TimeNS: !o.NoTimeNS, PIDNS: o.PIDNS,
 		Hooks: map[string]string{HookPreRestore: o.Hooks[HookPreRestore], HookPreRestoreUndo: o.Hooks[HookPreRestoreUndo],
 			HookPostRestore: o.Hooks[HookPostRestore]},
 		ID: id, CommitMS: o.commitWait().Milliseconds(), IdleMS: max(o.commitWait(), 3*beatEvery).Milliseconds(),
 		Fault: os.Getenv("RELOCATE_FAULT_TARGET")}
 	done = phase(ctx, "handshake")
-	problems, err := s.handshake(ctx, h)
+	s, problems, err := handshakeFresh(ctx, s, pid, h, connect)
+	defer s.close()
 	done(&err)
 	if err != nil {
 		return nil, &RefusedError{Dest: s.client.Dest, Err: err}

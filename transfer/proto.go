@@ -85,8 +85,10 @@ type message struct {
 	Type     string   `json:"type"`
 	Protocol int      `json:"protocol,omitempty"`
 	Problems []string `json:"problems,omitempty"`
-	Error    string   `json:"error,omitempty"`
-	PID      int      `json:"pid,omitempty"`
+	// Missing: the paths among Problems that the target does not have.
+	Missing []string `json:"missing,omitempty"`
+	Error   string   `json:"error,omitempty"`
+	PID     int      `json:"pid,omitempty"`
 	// Restore figures, with "running".
 	Processes  int   `json:"processes,omitempty"`
 	Threads    int   `json:"threads,omitempty"`

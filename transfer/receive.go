@@ -57,14 +57,14 @@ func Receive(ctx context.Context, in io.Reader, out, errw io.Writer) error {
 	if h.Protocol != ProtocolVersion {
 		return fail(fmt.Errorf("protocol %d here, %d at the source: use the same relocate on both sides", ProtocolVersion, h.Protocol))
 	}
-	problems := h.Survey.Check(h.PIDNS)
+	problems, missing := h.Survey.Check(h.PIDNS)
 	if h.TimeNS {
 		if _, err := os.Stat("/proc/self/ns/time"); err != nil {
 			problems = append(problems, "this kernel has no time namespaces (use --no-timens)")
 		}
 	}
 	log.Info("survey checked", "source", h.Source, "root", h.Survey.Root, "ids", len(h.Survey.IDs), "problems", problems)
-	if err := mw.send(message{Type: msgHello, Protocol: ProtocolVersion, Problems: problems}); err != nil {
+	if err := mw.send(message{Type: msgHello, Protocol: ProtocolVersion, Problems: problems, Missing: missing}); err != nil {
 		return err
 	}
 	if len(problems) > 0 || h.CheckOnly {
