@@ -3,7 +3,9 @@ package ckpt
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +29,12 @@ type frozenTask struct {
 	// failed part-way leaves others seized and running).
 	stopped bool
 }
+
+// freezeLimit bounds the wait for the threads of a process to stop: one
+// that sleeps in the kernel where no ptrace interrupt reaches it (a parent
+// in vfork() whose child does not go on, a wait on a dead file server)
+// fails the freeze with the reason, rather than hang it.
+const freezeLimit = 15 * time.Second
 
 // PTRACE_O_SUSPEND_SECCOMP: the syscalls the dump injects are not the
 // process's own, and its seccomp filters must not stop them.
@@ -95,7 +103,7 @@ func (d *dumper) freeze() error {
 			waiting = append(waiting, tid)
 		}
 		stopReaper()
-		if err := d.waitFrozen(waiting, 0); err != nil {
+		if err := d.waitFrozen(waiting, freezeLimit); err != nil {
 			return err
 		}
 	}
@@ -230,11 +238,37 @@ func (d *dumper) waitFrozen(waiting []int, limit time.Duration) error {
 		// A stop takes tens of microseconds; a thread busy in the kernel
 		// (an exec, a page fault on a slow file) longer.
 		if limit > 0 && time.Since(start) > limit {
-			return &ProcessError{PID: d.pid, Err: fmt.Errorf("%d threads did not stop within %v", len(pending), limit)}
+			return &ProcessError{PID: d.pid, Err: d.notStopping(pending, limit)}
 		}
 		idle = min(max(2*idle, 20*time.Microsecond), 2*time.Millisecond)
 		time.Sleep(idle)
 	}
+}
+
+// notStopping says which thread of pending does not stop, and where in
+// the kernel it waits.
+func (d *dumper) notStopping(pending map[int]bool, limit time.Duration) error {
+	tids := slices.Sorted(maps.Keys(pending))
+	tid := tids[0]
+	where := ""
+	if b, err := d.fs.ReadTask(d.pid, tid, "stat"); err == nil {
+		if st, err := proc.ParseStat(b); err == nil {
+			where = fmt.Sprintf(" (state %c", st.State)
+			if w, err := d.fs.ReadTask(d.pid, tid, "wchan"); err == nil && len(w) > 0 && string(w) != "0" {
+				where += ", in " + string(w)
+			}
+			where += ")"
+		}
+	}
+	hint := ""
+	if strings.Contains(where, "clone") || strings.Contains(where, "vfork") {
+		hint = ": it waits in vfork() for its child to exec or exit"
+	}
+	more := ""
+	if len(tids) > 1 {
+		more = fmt.Sprintf(" (and %d more)", len(tids)-1)
+	}
+	return fmt.Errorf("thread %d%s did not stop within %v%s%s; nothing was changed", tid, where, limit, more, hint)
 }
 
 // frozenEvent handles one state change ws of tid while it is being
@@ -333,9 +367,12 @@ func (d *dumper) release() error {
 		}
 	}
 	if len(running) > 0 {
-		// Bounded: a thread stuck in the kernel stays attached (and
-		// runs on once relocate exits) rather than hang the release.
-		errs = append(errs, d.waitFrozen(running, 5*time.Second))
+		// Bounded: a thread stuck in the kernel (what failed the freeze,
+		// often) stays attached, and runs on as it was once relocate
+		// exits, rather than hang the release.
+		if err := d.waitFrozen(running, 5*time.Second); err != nil {
+			logDebug(d.opts.Log, "release: left attached until relocate exits", "error", err)
+		}
 	}
 	// A process stopped by job control needs nothing: its group stop is
 	// still in effect, and the kernel stops each thread again as it
