@@ -123,7 +123,9 @@ func (d *dumper) reapWhileSeizing() (seized func(int), stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(time.Millisecond)
+		// Seizing takes microseconds a thread: only a seize that waits
+		// needs the reaper, and it looks every few milliseconds.
+		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
