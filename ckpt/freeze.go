@@ -69,11 +69,7 @@ func (d *dumper) freeze() error {
 		var waiting []int
 		seized, stopReaper := d.reapWhileSeizing()
 		for _, tid := range fresh {
-			err := ptrace.Seize(tid, seizeOptions)
-			if err == nil {
-				seized(tid)
-			}
-			if err != nil {
+			if err := ptrace.Seize(tid, seizeOptions); err != nil {
 				if errors.Is(err, unix.ESRCH) {
 					continue // exited meanwhile
 				}
@@ -81,25 +77,26 @@ func (d *dumper) freeze() error {
 					stopReaper()
 					return err
 				}
-				switch exiting, ours := d.seizeRefused(tid); {
-				case exiting:
-					continue
-				case ours:
-					// Attached with its creator's clone, whose event never
-					// came (an exec killed the creator first): it stops by
-					// itself.
-					d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
-					waiting = append(waiting, tid)
+				exiting, ours := d.seizeRefused(tid)
+				if exiting {
 					continue
 				}
-				stopReaper()
-				return &ProcessError{PID: d.pid, Err: fmt.Errorf("cannot attach to thread %d (already traced, or not permitted): %w", tid, unix.EPERM)}
+				if !ours {
+					stopReaper()
+					return &ProcessError{PID: d.pid, Err: fmt.Errorf("cannot attach to thread %d (already traced, or not permitted): %w", tid, unix.EPERM)}
+				}
+				// Attached with its creator's clone, whose event never
+				// came (an exec killed the creator first): it stops by
+				// itself, with no interrupt.
+				d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
+			} else {
+				d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
+				if err := ptrace.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
+					stopReaper()
+					return err
+				}
 			}
-			d.tasks[tid] = &frozenTask{tid: tid, pid: d.pid}
-			if err := ptrace.Interrupt(tid); err != nil && !errors.Is(err, unix.ESRCH) {
-				stopReaper()
-				return err
-			}
+			seized(tid)
 			waiting = append(waiting, tid)
 		}
 		stopReaper()
