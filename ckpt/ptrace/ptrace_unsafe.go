@@ -2,6 +2,9 @@ package ptrace
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -132,9 +135,20 @@ func GetRseq(tid int) (RseqConfig, error) {
 }
 
 // Wait waits for a state change of tid (wait4 with __WALL).
+//
+// A thread group leader that exits is reported only once its other
+// threads are reaped, and those we trace are ours to reap, which the
+// tracer thread, blocked here, cannot do: a process killed while we wait
+// for its leader (under an injected syscall) would hang the wait. So a
+// wait that blocks has another thread reap, every 20 ms, the threads of
+// tid's group that exited (ReapExited: their stops stay to be reported).
 // Precondition: called on the tracer thread.
 func Wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
+	if ws, ok, err := Poll(tid); err != nil || ok {
+		return ws, err
+	}
+	defer reapGroup(tid)()
 	for {
 		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -160,6 +174,37 @@ func Poll(tid int) (ws unix.WaitStatus, ok bool, err error) {
 			return ws, false, &Error{Op: "wait4", TID: tid, Err: err}
 		}
 		return ws, pid == tid, nil
+	}
+}
+
+// reapGroup reaps, on another thread, the exited threads of tid's group
+// other than tid, every 20 ms, until the function it returns is called.
+func reapGroup(tid int) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+			if err != nil {
+				return
+			}
+			for _, e := range ents {
+				if t, err := strconv.Atoi(e.Name()); err == nil && t != tid {
+					ReapExited(t)
+				}
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
 	}
 }
 
