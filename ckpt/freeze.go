@@ -117,38 +117,17 @@ func (d *dumper) freeze() error {
 func (d *dumper) reapWhileSeizing() (seized func(int), stop func()) {
 	var mu sync.Mutex
 	tids := d.tids()
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		// Seizing takes microseconds a thread: only a seize that waits
-		// needs the reaper, and it looks every few milliseconds.
-		tick := time.NewTicker(5 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-			}
-			mu.Lock()
-			ts := slices.Clone(tids)
-			mu.Unlock()
-			for _, tid := range ts {
-				ptrace.ReapExited(tid)
-			}
-		}
-	}()
+	// Seizing takes microseconds a thread: only a seize that waits needs
+	// the reaper, and it looks every few milliseconds.
+	stop = ptrace.ReapEvery(5*time.Millisecond, func() []int {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(tids)
+	})
 	seized = func(tid int) {
 		mu.Lock()
 		tids = append(tids, tid)
 		mu.Unlock()
-	}
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			close(quit)
-			<-done
-		})
 	}
 	return seized, stop
 }

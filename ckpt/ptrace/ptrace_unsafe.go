@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -180,10 +181,26 @@ func Poll(tid int) (ws unix.WaitStatus, ok bool, err error) {
 // reapGroup reaps, on another thread, the exited threads of tid's group
 // other than tid, every 20 ms, until the function it returns is called.
 func reapGroup(tid int) (stop func()) {
+	return ReapEvery(20*time.Millisecond, func() []int {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+		var tids []int
+		for _, e := range ents {
+			if t, err := strconv.Atoi(e.Name()); err == nil && t != tid {
+				tids = append(tids, t)
+			}
+		}
+		return tids
+	})
+}
+
+// ReapEvery reaps, on another thread, every period, the threads of tids()
+// that exited (ReapExited), until stop is called; stop returns once it
+// has ended.
+func ReapEvery(period time.Duration, tids func() []int) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(20 * time.Millisecond)
+		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
 			select {
@@ -191,20 +208,17 @@ func reapGroup(tid int) (stop func()) {
 				return
 			case <-tick.C:
 			}
-			ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
-			if err != nil {
-				return
-			}
-			for _, e := range ents {
-				if t, err := strconv.Atoi(e.Name()); err == nil && t != tid {
-					ReapExited(t)
-				}
+			for _, t := range tids() {
+				ReapExited(t)
 			}
 		}
 	}()
+	var once sync.Once
 	return func() {
-		close(quit)
-		<-done
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
 	}
 }
 
