@@ -141,17 +141,15 @@ func GetRseq(tid int) (RseqConfig, error) {
 // threads are reaped, and those we trace are ours to reap, which the
 // tracer thread, blocked here, cannot do: a process killed while we wait
 // for its leader (under an injected syscall) would hang the wait. So a
-// wait that blocks is watched (blockedWaits): after 20 ms, another thread
-// reaps the threads of tid's group that exited (ReapExited: their stops
-// stay to be reported).
+// wait that blocks has another thread reap, every 20 ms, the threads of
+// tid's group that exited (ReapExited: their stops stay to be reported).
 // Precondition: called on the tracer thread.
 func Wait(tid int) (unix.WaitStatus, error) {
 	var ws unix.WaitStatus
 	if ws, ok, err := Poll(tid); err != nil || ok {
 		return ws, err
 	}
-	blocked.add(tid)
-	defer blocked.remove(tid)
+	defer reapGroup(tid)()
 	for {
 		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
 		if err == unix.EINTR {
@@ -180,53 +178,19 @@ func Poll(tid int) (ws unix.WaitStatus, ok bool, err error) {
 	}
 }
 
-// blockedWaits are the Waits blocked now, by the tid each waits for and
-// since when. One goroutine, started with the first, looks at them every
-// 20 ms and reaps the exited threads of the group of each that has
-// waited that long: a wait costs a map update, not a goroutine.
-type blockedWaits struct {
-	once  sync.Once
-	mu    sync.Mutex
-	since map[int]time.Time
-}
-
-var blocked blockedWaits
-
-func (b *blockedWaits) add(tid int) {
-	b.once.Do(func() {
-		b.since = map[int]time.Time{}
-		go b.watch(20 * time.Millisecond)
+// reapGroup reaps, on another thread, the exited threads of tid's group
+// other than tid, every 20 ms, until the function it returns is called.
+func reapGroup(tid int) (stop func()) {
+	return ReapEvery(20*time.Millisecond, func() []int {
+		ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
+		var tids []int
+		for _, e := range ents {
+			if t, err := strconv.Atoi(e.Name()); err == nil && t != tid {
+				tids = append(tids, t)
+			}
+		}
+		return tids
 	})
-	b.mu.Lock()
-	b.since[tid] = time.Now()
-	b.mu.Unlock()
-}
-
-func (b *blockedWaits) remove(tid int) {
-	b.mu.Lock()
-	delete(b.since, tid)
-	b.mu.Unlock()
-}
-
-func (b *blockedWaits) watch(period time.Duration) {
-	for range time.Tick(period) {
-		var stuck []int
-		b.mu.Lock()
-		for tid, t := range b.since {
-			if time.Since(t) >= period {
-				stuck = append(stuck, tid)
-			}
-		}
-		b.mu.Unlock()
-		for _, tid := range stuck {
-			ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", tid))
-			for _, e := range ents {
-				if t, err := strconv.Atoi(e.Name()); err == nil && t != tid {
-					ReapExited(t)
-				}
-			}
-		}
-	}
 }
 
 // ReapEvery reaps, on another thread, every period, the threads of tids()
